@@ -1,0 +1,1 @@
+"""LunaSAM3Daemon: the process-wide host of SAM3 models."""

@@ -1,0 +1,51 @@
+"""Shared test set-up: the pack imported as ComfyUI imports it, and the local ComfyUI host on sys.path."""
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+COMFYUI = Path(os.environ.get("LSD_COMFYUI", ROOT / ".comfyui")).resolve()
+PACK = "luna_semantic_detailer"
+
+
+def _import_pack():
+    """Import the repo as ComfyUI's loader does: a package named after its folder, here `luna_semantic_detailer`."""
+    if PACK in sys.modules:
+        return sys.modules[PACK]
+    spec = importlib.util.spec_from_file_location(PACK, ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[PACK] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+if str(COMFYUI) not in sys.path and (COMFYUI / "comfy").is_dir():
+    sys.path.insert(0, str(COMFYUI))
+    import comfy.cli_args  # noqa: E402  (ComfyUI must see --cpu before model_management loads)
+    import torch  # noqa: E402
+
+    if not torch.cuda.is_available():
+        comfy.cli_args.args.cpu = True
+
+_import_pack()
+
+
+FIXTURE_NODES = ROOT / "tests" / "fixtures" / "lsd_test_models"
+
+
+@pytest.fixture(scope="session")
+def comfy_server(tmp_path_factory):
+    """One real ComfyUI server for the session, with the pack and the test-only model node loaded."""
+    from comfy_server import ComfyServer
+
+    if not (COMFYUI / "main.py").is_file():
+        pytest.fail(f"no ComfyUI host at {COMFYUI}: run `make test` (it provisions one) or set LSD_COMFYUI")
+    extra = (FIXTURE_NODES,) if FIXTURE_NODES.is_dir() else ()
+    server = ComfyServer(COMFYUI, tmp_path_factory.mktemp("comfy"), extra_custom_nodes=extra).start()
+    yield server
+    server.stop()

@@ -1,0 +1,67 @@
+"""The pack inside a real ComfyUI server: it loads, lists its nodes, runs a prompt, and the server stops cleanly."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from luna_semantic_detailer import NODE_CLASS_MAPPINGS
+from luna_semantic_detailer.nodes import IMPORT_ERRORS
+
+pytestmark = pytest.mark.host
+
+
+def test_every_node_module_imports():
+    assert IMPORT_ERRORS == {}
+
+
+def test_object_info_lists_every_luna_node_with_its_declared_io(comfy_server):
+    info = comfy_server.get("/object_info")
+    assert NODE_CLASS_MAPPINGS, "the pack registers no nodes"
+    for name, cls in NODE_CLASS_MAPPINGS.items():
+        assert name in info, f"{name} missing from /object_info"
+        node = info[name]
+        declared = cls.INPUT_TYPES()
+        for section in ("required", "optional"):
+            assert set(node["input"].get(section, {})) == set(declared.get(section, {})), (name, section)
+        assert node["output"] == list(cls.RETURN_TYPES), name
+        assert node["description"], f"{name} has no description"
+        assert node["category"].startswith("Luna"), name
+
+
+def test_server_log_has_no_import_error_for_the_pack(comfy_server):
+    log = comfy_server.log
+    assert re.search(r"seconds: .*luna_semantic_detailer", log), "the pack is not in ComfyUI's import times"
+    pack_lines = [line for line in log.splitlines() if "luna_semantic_detailer" in line or "[Luna]" in line]
+    bad = [line for line in pack_lines if re.search(r"IMPORT FAILED|Cannot import|Traceback|Error", line)]
+    assert bad == []
+
+
+def test_web_extension_is_served(comfy_server):
+    extensions = comfy_server.get("/extensions")
+    ours = [path for path in extensions if "luna_semantic_detailer" in path]
+    assert ours, extensions
+    for path in ours:
+        assert comfy_server.get(path)
+
+
+def test_a_prompt_with_luna_nodes_runs_through_the_queue(comfy_server):
+    prompt = {
+        "1": {"class_type": "LunaNoiseScaffold", "inputs": {"width": 512, "height": 384, "seed": 7, "latent_format": "SD1.5 / SDXL (4 ch, ÷8)"}},
+        "2": {"class_type": "LunaScaffoldPreview", "inputs": {"master_scaffold": ["1", 0]}},
+        "3": {"class_type": "PreviewImage", "inputs": {"images": ["2", 0]}},
+    }
+    entry = comfy_server.run(prompt, timeout=300)
+    images = entry["outputs"]["3"]["images"]
+    assert len(images) == 1 and images[0]["type"] == "temp"
+
+
+def test_server_stops_cleanly(tmp_path):
+    from comfy_server import ComfyServer
+    from conftest import COMFYUI
+
+    server = ComfyServer(COMFYUI, tmp_path).start()
+    assert server.get("/system_stats")["system"]["comfyui_version"]
+    code = server.stop()
+    assert code in (0, -2, 130), f"exit code {code}\n{server.log[-3000:]}"
+    assert "Traceback" not in server.log
