@@ -1,0 +1,70 @@
+"""CLIP-ViT fusion: every vision token of a crop, projected to the text context width, appended after the text tokens."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+Conditioning = list[list[Any]]
+
+
+def vision_tokens(clip_vision: Any, images: torch.Tensor) -> torch.Tensor:
+    """All tokens of ComfyUI CLIP_VISION on images [B, H, W, 3] in 0..1, as visual_projection(post_layernorm(h)): [B, T, D] float32.
+
+    ComfyUI's `encode_image` resizes (bicubic, antialiased) and centre-crops to the model's image_size, then
+    returns `last_hidden_state` = the encoder output before `post_layernorm` for CLIP-ViT (SigLIP applies it
+    itself) and `image_embeds` = the projection of the class token only; here the same layer norm and the
+    model's own `visual_projection` are applied to every token (class token first, then the patches).
+    """
+    import comfy.model_management
+
+    if images.ndim != 4 or images.shape[-1] < 3:
+        raise ValueError(f"images must be [B, H, W, 3], got {tuple(images.shape)}")
+    model = clip_vision.model
+    vision = getattr(model, "vision_model", None)
+    projection = getattr(model, "visual_projection", None)
+    if vision is None or projection is None:
+        raise TypeError(f"{type(model).__name__} is not a CLIP/SigLIP vision model: it has no vision_model/visual_projection")
+    with torch.no_grad():
+        hidden = clip_vision.encode_image(images[..., :3], crop=True)["last_hidden_state"]
+        hidden = hidden.to(clip_vision.load_device, torch.float32)
+        if not getattr(vision, "output_layernorm", False):
+            hidden = vision.post_layernorm(hidden)
+        tokens = projection(hidden)
+    return tokens.to(comfy.model_management.intermediate_device(), torch.float32)
+
+
+def _repeat_batch(tensor: torch.Tensor, batch: int, what: str) -> torch.Tensor:
+    if tensor.shape[0] == batch:
+        return tensor
+    if tensor.shape[0] == 1:
+        return tensor.expand(batch, *tensor.shape[1:])
+    raise ValueError(f"{what} has batch {tensor.shape[0]} but the crops have batch {batch}: it must be 1 or {batch}")
+
+
+def fuse_conditioning(conditioning: Conditioning, tokens: torch.Tensor | None, strength: float) -> Conditioning:
+    """Per ComfyUI cond entry: [text repeated to B, strength * tokens] on dim 1 -> [B, L + T, D]; other keys kept, pooled_output repeated to B.
+
+    `tokens` None or `strength` 0 returns `conditioning` itself, unchanged.
+    """
+    if tokens is None or strength == 0:
+        return conditioning
+    if tokens.ndim != 3:
+        raise ValueError(f"tokens must be [B, T, D], got {tuple(tokens.shape)}")
+    batch, _, width = tokens.shape
+    fused = []
+    for cond, options in conditioning:
+        text_width = cond.shape[-1]
+        if width != text_width:
+            raise ValueError(
+                f"CLIP-ViT projects to {width} but the model's text context is {text_width}: "
+                "use a CLIP vision model whose projection matches, or set vision_strength 0 / disconnect clip_vision"
+            )
+        text = _repeat_batch(cond, batch, "the text conditioning")
+        vision = tokens.to(device=cond.device, dtype=cond.dtype) * strength
+        options = dict(options)
+        pooled = options.get("pooled_output")
+        if isinstance(pooled, torch.Tensor):
+            options["pooled_output"] = _repeat_batch(pooled, batch, "pooled_output").contiguous()
+        fused.append([torch.cat([text, vision], dim=1), options])
+    return fused
