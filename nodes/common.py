@@ -56,3 +56,31 @@ def progress_bar(total: int):
     import comfy.utils
 
     return comfy.utils.ProgressBar(total)
+
+
+def sampler_inputs(denoise: float) -> dict:
+    """The KSampler-style inputs shared by the detailer and the global refiner."""
+    import comfy.samplers
+
+    return {
+        "steps": ("INT", {"default": 20, "min": 1, "max": 10000, "tooltip": "Sampling steps (of the full schedule; denoise keeps the last part)."}),
+        "cfg": ("FLOAT", {"default": 7.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01, "tooltip": "Classifier-free guidance scale."}),
+        "sampler_name": (comfy.samplers.KSampler.SAMPLERS, {"tooltip": "The sampler; deterministic ones (euler, dpmpp_2m, ddim) give batch-size-independent results."}),
+        "scheduler": (comfy.samplers.KSampler.SCHEDULERS, {"default": "karras", "tooltip": "The sigma schedule."}),
+        "denoise": ("FLOAT", {"default": denoise, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": "How much to repaint: 0 keeps the input (VAE round trip only), 1 repaints from the noise alone."}),
+    }
+
+
+def anchoring_inputs() -> dict:
+    """The optional CLIP-ViT anchor and its strength."""
+    return {
+        "clip_vision": ("CLIP_VISION", {"tooltip": "Optional CLIP-ViT: each crop/tile is encoded and its tokens appended to the prompt, anchoring the structure."}),
+    }
+
+
+def vision_strength_input() -> dict:
+    return {"vision_strength": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 2.0, "step": 0.05, "tooltip": "Scale of the CLIP-ViT tokens appended to the prompt; 0 turns anchoring off."})}
+
+
+def max_batch_input() -> dict:
+    return {"max_batch": ("INT", {"default": 4, "min": 1, "max": 64, "tooltip": "Most crops/tiles sampled in one call; also bounded by free memory, and halved on out-of-memory."})}
