@@ -132,3 +132,23 @@ def test_test_models_node_loads_through_comfyuis_loader():
     assert model.model.model_config.unet_config == tiny_model(0).model.model_config.unet_config
     assert clip.encode_from_tokens(clip.tokenize("x")).shape == (1, 77, CONTEXT_DIM)
     assert vae.latent_channels == 4 and clip_vision.image_size == 64
+
+
+@pytest.mark.host
+def test_test_models_node_runs_a_workflow_through_the_http_api(comfy_server):
+    info = comfy_server.get("/object_info/LSDTestModels")["LSDTestModels"]
+    assert info["output"] == ["MODEL", "CLIP", "VAE", "CLIP_VISION"] and info["category"] == "LSD/testing"
+    prompt = {
+        "1": {"class_type": "LSDTestModels", "inputs": {"seed": 0, "latent_channels": 4}},
+        "2": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "a red fox"}},
+        "3": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "blurry"}},
+        "4": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+        "5": {"class_type": "KSampler", "inputs": {
+            "model": ["1", 0], "positive": ["2", 0], "negative": ["3", 0], "latent_image": ["4", 0], "seed": 1,
+            "steps": 2, "cfg": 4.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}},
+        "6": {"class_type": "VAEDecode", "inputs": {"samples": ["5", 0], "vae": ["1", 2]}},
+        "7": {"class_type": "SaveImage", "inputs": {"images": ["6", 0], "filename_prefix": "lsd_fixture"}},
+    }
+    entry = comfy_server.run(prompt, timeout=300)
+    images = entry["outputs"]["7"]["images"]
+    assert len(images) == 1 and images[0]["filename"].startswith("lsd_fixture")
