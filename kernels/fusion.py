@@ -1,4 +1,10 @@
-"""CLIP-ViT fusion: every vision token of a crop, projected to the text context width, appended after the text tokens."""
+"""CLIP-ViT fusion: every vision token of a crop, projected to the text context width, appended after the text tokens.
+
+ComfyUI's ClipVisionModel.encode_image resizes (bicubic, antialiased) and centre-crops to the model's image_size,
+quantises to 1/255 and normalises; its `last_hidden_state` is the encoder output before `post_layernorm` for
+CLIP-ViT (SigLIP applies the norm itself) and `image_embeds` is the projection of the class token only. Here the
+same layer norm and the model's own `visual_projection` are applied to every token (class token first).
+"""
 from __future__ import annotations
 
 from typing import Any
@@ -9,13 +15,7 @@ Conditioning = list[list[Any]]
 
 
 def vision_tokens(clip_vision: Any, images: torch.Tensor) -> torch.Tensor:
-    """All tokens of ComfyUI CLIP_VISION on images [B, H, W, 3] in 0..1, as visual_projection(post_layernorm(h)): [B, T, D] float32.
-
-    ComfyUI's `encode_image` resizes (bicubic, antialiased) and centre-crops to the model's image_size, then
-    returns `last_hidden_state` = the encoder output before `post_layernorm` for CLIP-ViT (SigLIP applies it
-    itself) and `image_embeds` = the projection of the class token only; here the same layer norm and the
-    model's own `visual_projection` are applied to every token (class token first, then the patches).
-    """
+    """All tokens of a ComfyUI CLIP_VISION on images [B, H, W, 3] in 0..1 as visual_projection(post_layernorm(h)): [B, T, D] float32."""
     import comfy.model_management
 
     if images.ndim != 4 or images.shape[-1] < 3:
@@ -43,10 +43,7 @@ def _repeat_batch(tensor: torch.Tensor, batch: int, what: str) -> torch.Tensor:
 
 
 def fuse_conditioning(conditioning: Conditioning, tokens: torch.Tensor | None, strength: float) -> Conditioning:
-    """Per ComfyUI cond entry: [text repeated to B, strength * tokens] on dim 1 -> [B, L + T, D]; other keys kept, pooled_output repeated to B.
-
-    `tokens` None or `strength` 0 returns `conditioning` itself, unchanged.
-    """
+    """Per cond entry [text repeated to B, strength * tokens] on dim 1 -> [B, L + T, D], pooled_output repeated; tokens None or strength 0: unchanged."""
     if tokens is None or strength == 0:
         return conditioning
     if tokens.ndim != 3:

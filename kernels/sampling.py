@@ -1,4 +1,9 @@
-"""Batched VAE and sampler calls over equal-size crops: memory-bounded batches, halving on OOM, per-sample conditioning."""
+"""Batched VAE and sampler calls over equal-size crops: memory-bounded batches, halving on OOM, per-sample conditioning.
+
+Batch limits follow comfy.sampler_helpers.estimate_memory: sampling B latents needs model.memory_required of a
+2B batch (cond and uncond run together), against get_free_memory of the load device less the weights still to
+load and the reserved VRAM. ComfyUI's interrupt is honoured between batches.
+"""
 from __future__ import annotations
 
 import logging
@@ -34,11 +39,6 @@ def decode_batch(vae: Any, latent: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"latent must be [B, C, h, w], got {tuple(latent.shape)}")
     with torch.no_grad():
         return vae.decode(latent)
-
-
-def conditioning_batch(conditioning: Conditioning) -> int:
-    """The largest batch among the cond tensors of a ComfyUI CONDITIONING (1 = shared by every sample)."""
-    return max((cond.shape[0] for cond, _ in conditioning), default=1)
 
 
 def _check_conditioning(conditioning: Conditioning, batch: int, name: str) -> None:
@@ -116,11 +116,7 @@ def sample_batch(
 
 
 def max_batch_for(model: Any, latent_shape: Sequence[int], requested: int) -> int:
-    """`requested` bounded by ComfyUI's memory estimate for sampling [B, C, h, w] latents (cond + uncond), at least 1.
-
-    The estimate is the one comfy.sampler_helpers.estimate_memory makes (model.memory_required of a 2B batch);
-    free memory is get_free_memory of the load device, less the weights still to load and the reserved VRAM.
-    """
+    """`requested` bounded by ComfyUI's memory estimate for sampling latents of shape [B, C, h, w] (B ignored), at least 1."""
     import comfy.model_management as mm
 
     if requested < 1:
@@ -132,10 +128,7 @@ def max_batch_for(model: Any, latent_shape: Sequence[int], requested: int) -> in
 
 
 def run_halving(fn: Callable[[Sequence], torch.Tensor], items: Sequence, batch_size: int) -> torch.Tensor:
-    """fn over consecutive slices of `items`, outputs (one row per item) concatenated in order; on OOM the slice halves and retries.
-
-    ComfyUI's interrupt is honoured between slices; an OOM with a slice of 1 is re-raised with the reason.
-    """
+    """fn over consecutive slices of `items`, outputs (one row per item) concatenated in order; OOM halves the slice, down to 1."""
     import comfy.model_management as mm
 
     if batch_size < 1:
