@@ -346,6 +346,11 @@ def check_against(model_state: dict[str, torch.Tensor], state: dict[str, torch.T
     return {k: state[k] for k in model_state}
 
 
+def _fresh(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A new, aligned copy (so results do not depend on where in the file a tensor sat), floats cast to dtype."""
+    return tensor.to(dtype=dtype if tensor.is_floating_point() else tensor.dtype, copy=True, memory_format=torch.contiguous_format)
+
+
 def load_model(path: str, dtype: torch.dtype = torch.float32):
     """A transformers Sam3Model on the CPU in eval mode, holding the detector weights of the checkpoint at `path`."""
     from transformers import Sam3Model
@@ -356,6 +361,6 @@ def load_model(path: str, dtype: torch.dtype = torch.float32):
         skeleton = Sam3Model(config)
     state = check_against(skeleton.state_dict(), state, path)
     del skeleton
-    state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+    state = {k: _fresh(state.pop(k), dtype) for k in list(state)}
     model = Sam3Model.from_pretrained(None, config=config, state_dict=state, dtype=dtype)
     return model.eval().requires_grad_(False)
