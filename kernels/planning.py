@@ -1,0 +1,176 @@
+"""Tile planning and chess schedule for the global pass; square crop planning for the detailer."""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Tile:
+    """A tile of the global pass in canvas pixels; (row, col) is its place in the tile grid."""
+
+    x: int
+    y: int
+    width: int
+    height: int
+    row: int
+    col: int
+
+    def grid_box(self, factor: int) -> tuple[int, int, int, int]:
+        """(x, y, w, h) rounded up to whole latent cells: the pixel box whose scaffold slice this tile samples."""
+        return self.x, self.y, -(-self.width // factor) * factor, -(-self.height // factor) * factor
+
+
+@dataclass(frozen=True)
+class Crop:
+    """A square detailer crop of side `size` at (x, y) in canvas pixels, sampled at `sample_size` (<= size)."""
+
+    x: int
+    y: int
+    size: int
+    sample_size: int
+
+
+def _positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return value
+
+
+def _axis_tiles(length: int, tile: int, overlap: int, factor: int) -> list[tuple[int, int]]:
+    """(origin, extent) of the tiles along one axis, see plan_tiles."""
+    padded = -(-length // factor) * factor
+    if padded <= tile:
+        return [(0, length)]
+    free = (padded - tile) // factor
+    step = (tile - overlap) // factor
+    gaps = -(-free // step)
+    origins = [((2 * i * free + gaps) // (2 * gaps)) * factor for i in range(gaps + 1)]
+    return [(o, min(tile, length - o)) for o in origins]
+
+
+def plan_tiles(width: int, height: int, tile: int, overlap: int, factor: int = 8) -> list[Tile]:
+    """Tiles of side `tile` overlapping by at least `overlap`, covering the canvas, row-major.
+
+    Per axis the latent canvas L = ceil(len/f)*f is covered by the fewest tiles whose grid-snapped spacing
+    is <= tile - overlap; origins are round(i*(L - tile)/(n - 1)) on the grid (multiples of f), so
+    spacings differ by at most f and the last tile is never thin. A canvas axis not longer than the tile
+    gets one tile of the canvas length. Tiles are clipped to the canvas: when len is not a multiple of f,
+    the last tile (or the single one) is narrower by < f pixels; its latent slice still has ceil(extent/f)
+    cells, which reaches the scaffold's last partial cell, and the caller pads the pixels.
+    """
+    for name, value in (("width", width), ("height", height), ("tile", tile), ("factor", factor)):
+        _positive_int(name, value)
+    if tile % factor:
+        raise ValueError(f"tile must be a multiple of factor {factor}: got {tile}, use {-(-tile // factor) * factor}")
+    if isinstance(overlap, bool) or not isinstance(overlap, int) or not 0 <= overlap <= tile - factor:
+        raise ValueError(
+            f"overlap must be an int in [0, tile - factor] = [0, {tile - factor}] so tiles advance by at least one "
+            f"latent cell, got {overlap!r}"
+        )
+    columns = _axis_tiles(width, tile, overlap, factor)
+    rows = _axis_tiles(height, tile, overlap, factor)
+    return [Tile(x, y, w, h, r, c) for r, (y, h) in enumerate(rows) for c, (x, w) in enumerate(columns)]
+
+
+def _separation(spans: dict[int, tuple[int, int]]) -> int:
+    """Smallest k such that grid slots k apart on this axis never share a pixel."""
+    order = sorted(spans)
+    k = 1
+    while any(spans[order[i + k]][0] < spans[order[i]][1] for i in range(len(order) - k)):
+        k += 1
+    return k
+
+
+def chess_phases(tiles: Sequence[Tile]) -> list[list[int]]:
+    """Tile indices in phases whose tiles never share a pixel: colour (row % ky, col % kx), in lexicographic order.
+
+    kx (ky) is the smallest column (row) distance at which tiles are disjoint along x (y), e.g. 2 when
+    spacing * 2 >= tile; two tiles of one colour are >= kx columns or >= ky rows apart, hence disjoint,
+    diagonal neighbours included. Empty phases are dropped.
+    """
+    cols = {t.col: (t.x, t.x + t.width) for t in tiles}
+    rows = {t.row: (t.y, t.y + t.height) for t in tiles}
+    kx, ky = _separation(cols), _separation(rows)
+    phases: dict[tuple[int, int], list[int]] = {}
+    for index, t in enumerate(tiles):
+        phases.setdefault((t.row % ky, t.col % kx), []).append(index)
+    return [phases[key] for key in sorted(phases)]
+
+
+def feather_flags(tiles: Sequence[Tile], phases: Sequence[Sequence[int]]) -> list[tuple[bool, bool, bool, bool]]:
+    """(left, top, right, bottom) of each tile: True where the grid neighbour on that side is blended in an earlier phase.
+
+    Pass these to masks.tile_alpha for sequential blending in phase order: the first tile to cover a pixel
+    has weight 1 there, so no original pixel survives, and every seam is feathered by the later tile.
+    """
+    phase_of = {index: p for p, members in enumerate(phases) for index in members}
+    at = {(t.row, t.col): i for i, t in enumerate(tiles)}
+    flags = []
+    for i, t in enumerate(tiles):
+        def earlier(row: int, col: int) -> bool:
+            j = at.get((row, col))
+            return j is not None and phase_of[j] < phase_of[i]
+
+        flags.append((earlier(t.row, t.col - 1), earlier(t.row - 1, t.col),
+                      earlier(t.row, t.col + 1), earlier(t.row + 1, t.col)))
+    return flags
+
+
+def batches(indices: Sequence[int], max_batch: int) -> list[list[int]]:
+    """`indices` in order, cut into consecutive batches of at most `max_batch`."""
+    _positive_int("max_batch", max_batch)
+    items = list(indices)
+    return [items[i:i + max_batch] for i in range(0, len(items), max_batch)]
+
+
+def _crop_origin(lo: float, hi: float, size: int, length: int, factor: int) -> int:
+    """Grid origin of a `size` square centred on [lo, hi), inside [0, length), containing [lo, hi) when the grid allows."""
+    last = (length - size) // factor
+    first_px, end_px = math.floor(lo), math.ceil(hi)
+    keep_lo = max(0, -(-(end_px - size) // factor))
+    keep_hi = min(last, first_px // factor)
+    ideal = round(((lo + hi) / 2 - size / 2) / factor)
+    if keep_lo <= keep_hi:
+        return min(max(ideal, keep_lo), keep_hi) * factor
+    return min(max(ideal, 0), last) * factor
+
+
+def plan_crop(box: tuple[float, float, float, float], canvas_width: int, canvas_height: int,
+              context: float = 1.5, sizes: tuple[int, ...] = (1024, 1536), factor: int = 8) -> Crop:
+    """Square grid-aligned crop for a normalized detection box (x0, y0, x1, y1) on the canvas.
+
+    The side is s = max(box w, box h) * context; the crop takes the smallest target in `sizes` >= s, or
+    s rounded up to the grid when s exceeds every target (then sample_size = max(sizes) and the noise slice
+    is downscaled with resample.downscale_noise); sample_size = min(size, max(sizes)). The square is
+    centred on the box and shifted, never shrunk, to lie inside the canvas, with its origin on the grid
+    (preferring an origin that keeps the whole box); only a canvas smaller than the side shrinks it to
+    min(W, H) snapped down to the grid.
+    """
+    for name, value in (("canvas_width", canvas_width), ("canvas_height", canvas_height), ("factor", factor)):
+        _positive_int(name, value)
+    if len(box) != 4 or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in box):
+        raise ValueError(f"box must be 4 finite numbers (x0, y0, x1, y1), got {box!r}")
+    x0, y0, x1, y1 = (float(v) for v in box)
+    if not (0.0 <= x0 < x1 <= 1.0 and 0.0 <= y0 < y1 <= 1.0):
+        raise ValueError(f"box must satisfy 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1, got {box!r}")
+    if not (isinstance(context, (int, float)) and math.isfinite(context) and context >= 1.0):
+        raise ValueError(f"context must be a finite number >= 1, got {context!r}")
+    if not sizes or any(isinstance(s, bool) or not isinstance(s, int) or s < factor or s % factor for s in sizes):
+        raise ValueError(f"sizes must be positive multiples of factor {factor}, got {sizes!r}")
+    smallest = min(canvas_width, canvas_height) // factor * factor
+    if smallest == 0:
+        raise ValueError(f"canvas {canvas_width}x{canvas_height} is smaller than one latent cell ({factor} px)")
+    targets = sorted(sizes)
+    left, right = x0 * canvas_width, x1 * canvas_width
+    top, bottom = y0 * canvas_height, y1 * canvas_height
+    side = max(right - left, bottom - top) * context
+    size = next((t for t in targets if t >= side), -(-math.ceil(side) // factor) * factor)
+    size = min(size, smallest)
+    return Crop(
+        x=_crop_origin(left, right, size, canvas_width, factor),
+        y=_crop_origin(top, bottom, size, canvas_height, factor),
+        size=size,
+        sample_size=min(size, targets[-1]),
+    )

@@ -1,0 +1,250 @@
+"""Tile planner, chess schedule, batches and square crop planner (issue 3, items 5-6)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from luna_semantic_detailer.kernels.planning import (
+    Crop, Tile, batches, chess_phases, feather_flags, plan_crop, plan_tiles,
+)
+
+FAST = settings(max_examples=100, deadline=None)
+
+
+@st.composite
+def tile_case(draw, max_canvas=5000, max_per_axis=30):
+    """(width, height, tile, overlap, factor) with at most about `max_per_axis` tiles per axis."""
+    factor = draw(st.sampled_from([8, 8, 8, 1, 4, 16]))
+    width, height = draw(st.integers(64, max_canvas)), draw(st.integers(64, max_canvas))
+    min_step = max(1, math.ceil(max(width, height) / max_per_axis / factor)) * factor
+    tile = factor * draw(st.integers(max(min_step, 16) // factor, max(min_step, 1600) // factor))
+    overlap = draw(st.integers(0, tile - min_step))
+    return width, height, tile, overlap, factor
+
+
+def spans(tiles: list[Tile], axis: str) -> list[tuple[int, int]]:
+    """Distinct (start, end) intervals of the tiles along one axis, in grid order."""
+    if axis == "x":
+        return sorted({(t.col, t.x, t.x + t.width) for t in tiles})
+    return sorted({(t.row, t.y, t.y + t.height) for t in tiles})
+
+
+def intersect(a: Tile, b: Tile) -> bool:
+    return a.x < b.x + b.width and b.x < a.x + a.width and a.y < b.y + b.height and b.y < a.y + a.height
+
+
+@FAST
+@given(tile_case())
+def test_tiles_cover_stay_inside_on_grid_and_spread_evenly(case):
+    width, height, tile, overlap, factor = case
+    tiles = plan_tiles(width, height, tile, overlap, factor)
+    for axis, length in (("x", width), ("y", height)):
+        intervals = spans(tiles, axis)
+        assert [i for i, _, _ in intervals] == list(range(len(intervals)))
+        starts = [s for _, s, _ in intervals]
+        ends = [e for _, _, e in intervals]
+        assert starts[0] == 0 and ends[-1] == length
+        assert all(s % factor == 0 for s in starts)
+        assert all(0 <= s < e <= length for s, e in zip(starts, ends))
+        padded = math.ceil(length / factor) * factor
+        if padded <= tile:
+            assert intervals == [(0, 0, length)]
+            continue
+        assert all(e - s == tile for s, e in zip(starts[:-1], ends[:-1]))
+        assert tile - factor < ends[-1] - starts[-1] <= tile
+        assert all(e - s2 >= overlap for e, s2 in zip(ends, starts[1:]))
+        spacing = np.diff(starts)
+        assert spacing.max() - spacing.min() <= factor
+        fewer = len(intervals) - 2
+        assert fewer == 0 or fewer * ((tile - overlap) // factor) * factor < padded - tile
+    cols, rows = len(spans(tiles, "x")), len(spans(tiles, "y"))
+    assert len(tiles) == rows * cols
+    assert [(t.row, t.col) for t in tiles] == [(r, c) for r in range(rows) for c in range(cols)]
+    by_col = {t.col: (t.x, t.width) for t in tiles}
+    by_row = {t.row: (t.y, t.height) for t in tiles}
+    assert all((t.x, t.width) == by_col[t.col] and (t.y, t.height) == by_row[t.row] for t in tiles)
+
+
+@FAST
+@given(tile_case(max_canvas=300))
+def test_tiles_cover_every_pixel_of_small_canvases(case):
+    width, height, tile, overlap, factor = case
+    covered = np.zeros((height, width), dtype=np.int32)
+    for t in plan_tiles(width, height, tile, overlap, factor):
+        covered[t.y:t.y + t.height, t.x:t.x + t.width] += 1
+    assert covered.min() >= 1
+
+
+def test_grid_box_rounds_the_last_tile_up_to_whole_latent_cells():
+    tiles = plan_tiles(1029, 1000, 512, 64, 8)
+    last = tiles[-1]
+    assert last.x + last.width == 1029 and last.y + last.height == 1000
+    x, y, w, h = last.grid_box(8)
+    assert (x, y) == (last.x, last.y) and (w, h) == (512, 512)
+    assert x + w == math.ceil(1029 / 8) * 8 and y + h == 1000
+
+
+def test_default_4k_plan_is_5_by_5_with_even_spacing():
+    tiles = plan_tiles(4096, 4096, 1024, 128)
+    assert len(tiles) == 25
+    assert sorted({t.x for t in tiles}) == [0, 768, 1536, 2304, 3072]
+    assert all(t.width == t.height == 1024 for t in tiles)
+
+
+@pytest.mark.parametrize("args", [
+    (1000, 1000, 1020, 64, 8),   # tile not a multiple of factor
+    (1000, 1000, 1024, 1024, 8),  # overlap >= tile
+    (1000, 1000, 1024, 1020, 8),  # overlap leaves less than one latent cell of advance
+    (1000, 1000, 1024, -1, 8),
+    (0, 1000, 1024, 64, 8),
+    (1000, 1000, 0, 0, 8),
+    (1000, 1000, 1024, 64, 0),
+])
+def test_plan_tiles_validation(args):
+    with pytest.raises(ValueError):
+        plan_tiles(*args)
+
+
+@FAST
+@given(tile_case(max_canvas=3000, max_per_axis=12))
+def test_chess_phases_partition_tiles_into_disjoint_sets(case):
+    tiles = plan_tiles(*case)
+    phases = chess_phases(tiles)
+    flat = [i for phase in phases for i in phase]
+    assert sorted(flat) == list(range(len(tiles)))
+    assert all(phases)
+    for phase in phases:
+        for n, i in enumerate(phase):
+            for j in phase[n + 1:]:
+                assert not intersect(tiles[i], tiles[j])
+    xs = [s for _, s, _ in spans(tiles, "x")]
+    ys = [s for _, s, _ in spans(tiles, "y")]
+    tile = case[2]
+    if all(2 * d >= tile for d in np.diff(xs)) and all(2 * d >= tile for d in np.diff(ys)):
+        assert len(phases) <= 4
+
+
+def test_chess_phases_with_corner_overlap():
+    tiles = plan_tiles(4096, 4096, 1024, 128)
+    phases = chess_phases(tiles)
+    assert len(phases) == 4
+    diagonal = {(1, 1), (0, 0)}
+    for phase in phases:
+        assert len({(tiles[i].row, tiles[i].col) for i in phase} & diagonal) <= 1
+
+
+def test_chess_phases_need_three_colours_when_tiles_two_apart_overlap():
+    tiles = plan_tiles(200, 64, 64, 48, 8)
+    xs = sorted({t.x for t in tiles})
+    assert xs[2] < xs[0] + 64
+    phases = chess_phases(tiles)
+    for phase in phases:
+        for n, i in enumerate(phase):
+            assert all(not intersect(tiles[i], tiles[j]) for j in phase[n + 1:])
+    assert len(phases) >= 3
+
+
+@FAST
+@given(tile_case(max_canvas=3000, max_per_axis=12))
+def test_feather_flags_mark_sides_with_an_earlier_neighbour(case):
+    tiles = plan_tiles(*case)
+    phases = chess_phases(tiles)
+    flags = feather_flags(tiles, phases)
+    phase_of = {i: p for p, phase in enumerate(phases) for i in phase}
+    for i, t in enumerate(tiles):
+        expected = []
+        for dr, dc in ((0, -1), (-1, 0), (0, 1), (1, 0)):
+            hits = [j for j, u in enumerate(tiles) if (u.row, u.col) == (t.row + dr, t.col + dc)]
+            expected.append(bool(hits) and phase_of[hits[0]] < phase_of[i])
+        assert flags[i] == tuple(expected)
+
+
+@FAST
+@given(st.lists(st.integers(), max_size=50), st.integers(1, 12))
+def test_batches_cut_in_order(indices, max_batch):
+    out = batches(indices, max_batch)
+    assert [i for b in out for i in b] == indices
+    assert all(1 <= len(b) <= max_batch for b in out)
+    assert all(len(b) == max_batch for b in out[:-1])
+
+
+def test_batches_validation():
+    with pytest.raises(ValueError):
+        batches([1, 2], 0)
+
+
+@st.composite
+def crop_case(draw):
+    factor = draw(st.sampled_from([8, 8, 1, 16]))
+    width, height = draw(st.integers(64, 5000)), draw(st.integers(64, 5000))
+    x0, x1 = sorted(draw(st.lists(st.floats(0, 1), min_size=2, max_size=2, unique=True)))
+    y0, y1 = sorted(draw(st.lists(st.floats(0, 1), min_size=2, max_size=2, unique=True)))
+    context = draw(st.sampled_from([1.0, 1.25, 1.5, 2.0, 3.0]))
+    if draw(st.booleans()):
+        sizes = (1024, 1536)
+    else:
+        sizes = tuple(factor * draw(st.integers(max(1, 16 // factor), 2048 // factor)) for _ in range(draw(st.integers(1, 3))))
+    return (x0, y0, x1, y1), width, height, context, sizes, factor
+
+
+def grid_origins_containing(lo: float, hi: float, size: int, length: int, factor: int) -> list[int]:
+    """Naive: every grid origin keeping the square inside [0, length) and containing the pixels of [lo, hi)."""
+    return [o for o in range(0, length - size + 1, factor) if o <= math.floor(lo) and o + size >= math.ceil(hi)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(crop_case())
+def test_crop_is_a_grid_square_inside_the_canvas_sized_from_the_targets(case):
+    box, width, height, context, sizes, factor = case
+    crop = plan_crop(box, width, height, context, sizes, factor)
+    assert isinstance(crop, Crop)
+    assert crop.x % factor == 0 and crop.y % factor == 0 and crop.size % factor == 0 and crop.size > 0
+    assert 0 <= crop.x and crop.x + crop.size <= width and 0 <= crop.y and crop.y + crop.size <= height
+
+    x0, y0, x1, y1 = box
+    side = max((x1 - x0) * width, (y1 - y0) * height) * context
+    fits = [t for t in sorted(sizes) if t >= side]
+    wanted = fits[0] if fits else math.ceil(side / factor) * factor
+    assert crop.size == min(wanted, min(width, height) // factor * factor)
+    assert crop.sample_size == min(crop.size, max(sizes))
+
+    for lo, hi, length, origin in ((x0 * width, x1 * width, width, crop.x), (y0 * height, y1 * height, height, crop.y)):
+        if grid_origins_containing(lo, hi, crop.size, length, factor):
+            assert origin <= math.floor(lo) and origin + crop.size >= math.ceil(hi)
+        if crop.size >= side:
+            centre = (lo + hi) / 2
+            padded_lo, padded_hi = max(0.0, centre - side / 2), min(float(length), centre + side / 2)
+            assert origin <= padded_lo + factor and origin + crop.size >= padded_hi - factor
+
+
+def test_crop_examples():
+    assert plan_crop((0.45, 0.45, 0.55, 0.55), 4096, 4096) == Crop(1536, 1536, 1024, 1024)
+    assert plan_crop((0.4, 0.4, 0.6, 0.6), 4096, 4096) == Crop(1280, 1280, 1536, 1536)
+    assert plan_crop((0.3, 0.3, 0.7, 0.7), 4096, 4096) == Crop(816, 816, 2464, 1536)
+    assert plan_crop((0.0, 0.0, 0.05, 0.05), 4096, 4096) == Crop(0, 0, 1024, 1024)
+    assert plan_crop((0.95, 0.9, 1.0, 1.0), 4096, 2048) == Crop(3072, 1024, 1024, 1024)
+    assert plan_crop((0.1, 0.1, 0.9, 0.9), 1000, 700) == Crop(152, 0, 696, 696)
+    assert plan_crop((0.4, 0.4, 0.6, 0.6), 4096, 4096, sizes=(512,)) == Crop(1432, 1432, 1232, 512)
+
+
+@pytest.mark.parametrize("box", [
+    (0.5, 0.1, 0.4, 0.2), (0.1, 0.1, 0.1, 0.2), (-0.1, 0.1, 0.4, 0.2), (0.1, 0.1, 0.4, 1.2),
+    (float("nan"), 0.1, 0.4, 0.2), (0.1, 0.1, float("inf"), 0.2), (0.1, 0.2, 0.3),
+])
+def test_crop_rejects_bad_boxes(box):
+    with pytest.raises(ValueError):
+        plan_crop(box, 1024, 1024)
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(context=0.5), dict(context=float("nan")), dict(sizes=()), dict(sizes=(1020,)), dict(factor=0),
+    dict(canvas_width=4), dict(canvas_height=0),
+])
+def test_crop_rejects_bad_arguments(kwargs):
+    args = dict(box=(0.1, 0.1, 0.2, 0.2), canvas_width=1024, canvas_height=1024) | kwargs
+    with pytest.raises(ValueError):
+        plan_crop(**args)
