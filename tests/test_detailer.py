@@ -140,3 +140,43 @@ def test_detections_for_a_missing_image_are_a_clear_error():
     image = smooth_canvas(1, 256, 256)
     with pytest.raises(ValueError, match="canvas batch has 1"):
         detail(image, detections([FAR_APART[0]], image_index=3))
+
+
+def test_each_crop_carries_its_own_clip_vision_tokens():
+    import comfy.sample
+
+    from fixtures.tiny_models import tiny_clip_vision
+    from luna_semantic_detailer.kernels.fusion import vision_tokens
+
+    image = smooth_canvas(1, 1024, 1024, seed=9)
+    image[:, 512:] = 1 - image[:, 512:]
+    data = detections([FAR_APART[0], FAR_APART[3]])
+    seen = []
+    real = comfy.sample.sample
+
+    def spy(model, noise, steps, cfg, sampler_name, scheduler, positive, *args, **kwargs):
+        seen.append(positive[0][0].clone())
+        return real(model, noise, steps, cfg, sampler_name, scheduler, positive, *args, **kwargs)
+
+    comfy.sample.sample = spy
+    try:
+        detail(image, data, max_batch=2, vision_strength=0.7, clip_vision=tiny_clip_vision(0))
+    finally:
+        comfy.sample.sample = real
+    (cond,) = seen
+    crops = sorted((plan_crop(d.box, 1024, 1024, 1.5, (512,), 8) for d in data.detections), key=lambda c: (c.x, c.y))
+    pixels = torch.stack([image[0, c.y:c.y + c.size, c.x:c.x + c.size] for c in crops])
+    expected = 0.7 * vision_tokens(tiny_clip_vision(0), pixels)
+    assert cond.shape[0] == 2
+    torch.testing.assert_close(cond[:, 77:], expected.to(cond), atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(cond[0, 77:], cond[1, 77:])
+
+
+def test_a_detection_larger_than_the_canvas_and_one_at_the_edge():
+    image = smooth_canvas(1, 384, 320)
+    data = DetectionData((Detection((0.0, 0.0, 1.0, 1.0), None, 1.0, "all"), Detection((0.9, 0.9, 1.0, 1.0), None, 1.0, "edge")))
+    out, crops = detail(image, data)
+    assert out.shape == image.shape and torch.isfinite(out).all()
+    for d in data.detections:
+        c = plan_crop(d.box, 320, 384, 1.5, (512,), 8)
+        assert c.x >= 0 and c.y >= 0 and c.x + c.size <= 320 and c.y + c.size <= 384

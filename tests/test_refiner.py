@@ -94,3 +94,12 @@ def test_a_scaffold_of_another_latent_format_is_a_clear_error():
 def test_a_canvas_larger_than_its_scaffold_is_a_clear_error():
     with pytest.raises(ValueError, match="larger than the scaffold"):
         refine(smooth_canvas(1, 256, 256), scaffold_for(128, 128))
+
+
+def test_tiles_cover_every_pixel_and_overlaps_neither_brighten_nor_darken(monkeypatch):
+    import luna_semantic_detailer.nodes.refiner as refiner
+
+    monkeypatch.setattr(refiner, "refine_batch", lambda job, pixels, noise, **kw: torch.full_like(pixels, 0.625))
+    image = smooth_canvas(1, 328, 264)
+    out = refine(image, scaffold_for(264, 328), tile=128, overlap=48)
+    torch.testing.assert_close(out, torch.full_like(image, 0.625), atol=1e-6, rtol=0)
