@@ -32,6 +32,7 @@ class Sam3Module(torch.nn.Module):
         self.device = torch.device("cpu")
 
     def get_dtype(self) -> torch.dtype:
+        """The weights' dtype (ModelPatcher.model_dtype reads it)."""
         return self.dtype_
 
 
@@ -40,10 +41,12 @@ class Sam3Patcher(comfy.model_patcher.ModelPatcher):
 
     slot: "weakref.ReferenceType[Sam3Slot] | None" = None
 
-    def partially_unload(self, device_to, memory_to_free=0, force_patch_weights=False):
+    def partially_unload(self, device_to, memory_to_free=0, force_patch_weights=False) -> int:
+        """Free nothing piecemeal, so ComfyUI unloads SAM3 whole (its plain torch layers cannot run half offloaded)."""
         return 0
 
-    def detach(self, unpatch_all=True):
+    def detach(self, unpatch_all: bool = True) -> torch.nn.Module:
+        """Move SAM3 off its device once no detection is running, then tell the slot."""
         slot = self.slot() if self.slot is not None else None
         if slot is None:
             return super().detach(unpatch_all)

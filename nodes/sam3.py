@@ -15,6 +15,7 @@ from ..luna_types import DETECTION_DATA, SAM3_MODEL, DetectionData
 from .common import CATEGORY
 
 SAM3_CATEGORY = f"{CATEGORY}/SAM3"
+checkpoints.register_folder()
 
 
 class LunaSAM3Loader:
@@ -40,7 +41,7 @@ class LunaSAM3Loader:
             }
         }
 
-    def load(self, checkpoint: str, device: str, precision: str):
+    def load(self, checkpoint: str, device: str, precision: str) -> tuple:
         return (daemon().acquire(checkpoint, device, precision),)
 
 
@@ -75,7 +76,7 @@ class LunaSAM3Detector:
         }
 
     def detect(self, sam3, image: torch.Tensor, prompts: str, threshold: float, max_detections: int, min_area: float,
-               detect_resolution: int):
+               detect_resolution: int) -> tuple:
         import comfy.model_management
         import comfy.utils
 
