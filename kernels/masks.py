@@ -34,7 +34,8 @@ def blend_(canvas: torch.Tensor, refined: torch.Tensor, alpha: torch.Tensor, x: 
     return canvas
 
 
-def _axis_ramp(length: int, overlap: int, low: bool, high: bool, device=None) -> torch.Tensor:
+def _axis_ramp(length: int, overlap: int, low: bool, high: bool,
+               device: torch.device | str | None = None) -> torch.Tensor:
     """Weights [length]: (i + 0.5)/overlap over the first/last `overlap` cells on flagged ends, 1 elsewhere."""
     ramp = torch.ones(length, dtype=torch.float32, device=device)
     if overlap == 0:
@@ -55,7 +56,7 @@ def _check_tile(height: int, width: int, overlap: int) -> None:
 
 
 def tile_feather(height: int, width: int, overlap: int, left: bool, top: bool, right: bool, bottom: bool,
-                 device=None) -> torch.Tensor:
+                 device: torch.device | str | None = None) -> torch.Tensor:
     """Linear tile ramp [height, width]: product of per-axis ramps (i + 0.5)/overlap on flagged sides, 1 inside.
 
     The ramp is symmetric: across an overlap of exactly `overlap` pixels the ramp of one tile and the
@@ -69,7 +70,7 @@ def tile_feather(height: int, width: int, overlap: int, left: bool, top: bool, r
 
 
 def tile_alpha(height: int, width: int, overlap: int, left: bool, top: bool, right: bool, bottom: bool,
-               device=None) -> torch.Tensor:
+               device: torch.device | str | None = None) -> torch.Tensor:
     """Blend weights [height, width] of a tile: smoothstep of each axis ramp of `tile_feather`, multiplied.
 
     Smoothstepping per axis keeps the partition of unity of `tile_feather` (smoothstep(1-t) = 1-smoothstep(t)),

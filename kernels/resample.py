@@ -1,15 +1,4 @@
-"""Variance-preserving downscaling of white noise by any ratio: exact integral (Brownian-bridge) noise.
-
-Per axis, N input cells shrink to M <= N output cells; in integer units source cell p covers [p*M, (p+1)*M)
-and output cell j covers [j*N, (j+1)*N), so a source cell overlaps at most two output cells, a_p = p*M // N
-and a_p + 1, with exact fractions f_p and 1 - f_p. In 2-D a source cell x_p with overlap weights w_k
-(k = the four (dy, dx) neighbours, sum 1) sends w_k * x_p + b_pk to output cell k, where
-b_p = sqrt(w) * z - w * sum_k(sqrt(w_k) * z_k), z ~ N(0, I_4): the continuum limit of splitting the
-cell into k x k sub-pixels conditioned on their mean (Chang et al., ICLR 2024, "How I Warped Your Noise").
-Cov(w x_p + b_p) = diag(w), so every output sums rh*rw independent unit-area pieces: after dividing by
-sqrt(rh*rw) the outputs are exactly iid N(0, 1). For integer ratios w is 0/1, b = 0 and this is
-`F.interpolate(noise, size, mode="area") * sqrt(rh*rw)`.
-"""
+"""Variance-preserving downscaling of white noise by any ratio: exact integral (Brownian-bridge) noise."""
 from __future__ import annotations
 
 import math
@@ -63,6 +52,17 @@ def integral_downscale(noise: torch.Tensor, z: torch.Tensor, size: tuple[int, in
 
     z[..., dy*h + py, dx*w + px] is the bridge draw of source cell (py, px) towards output (a_py + dy, a_px + dx).
     The result is linear in (noise, z); with z ~ N(0, I) independent of white noise it is exactly white.
+
+    Per axis, N input cells shrink to M <= N output cells; in integer units source cell p covers [p*M, (p+1)*M)
+    and output cell j covers [j*N, (j+1)*N), so a source cell overlaps at most two output cells, a_p = p*M // N
+    and a_p + 1, with exact fractions f_p and 1 - f_p. In 2-D a source cell x_p with overlap weights w_k
+    (the four (dy, dx) neighbours, sum 1) sends w_k * x_p + b_pk to output cell k, where
+    b_p = sqrt(w) * z - w * sum_k(sqrt(w_k) * z_k): the continuum limit of splitting the cell into k x k
+    sub-pixels conditioned on their mean (Chang et al., ICLR 2024, "How I Warped Your Noise"), Cov(b_p) =
+    diag(w) - w w^T. Cov(w x_p + b_p) = diag(w), so every output sums rh*rw independent unit-area pieces and
+    dividing by sqrt(rh*rw) makes the outputs exactly iid N(0, 1). For integer ratios w is 0/1 and b = 0:
+    `F.interpolate(noise, size, mode="area") * sqrt(rh*rw)`. The scatter is two matmuls with 0/1 assignment
+    matrices (no scatter_add), so it is deterministic on CUDA too.
     """
     out_h, out_w = _check_size(noise, size)
     in_h, in_w = noise.shape[-2:]
