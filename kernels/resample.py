@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 
@@ -89,17 +90,28 @@ def integral_downscale(noise: torch.Tensor, z: torch.Tensor, size: tuple[int, in
     return (out / scale).to(noise.dtype)
 
 
-def downscale_noise(noise: torch.Tensor, size: tuple[int, int], seed: int) -> torch.Tensor:
+def _check_seed(seed: object) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, int) or not _SEED_MIN <= seed <= _SEED_MAX:
+        raise ValueError(f"seed must be an int in [0, 2**64 - 1], got {seed!r}")
+    return seed
+
+
+def downscale_noise(noise: torch.Tensor, size: tuple[int, int], seed: int | Sequence[int]) -> torch.Tensor:
     """Downscale white noise [B, C, h, w] to (out_h, out_w) keeping it exactly iid N(0, 1); deterministic from `seed`.
 
     Equal size returns `noise` itself; a larger size is a ValueError. The bridge noise is drawn on the CPU
-    for the whole batch from torch.Generator("cpu").manual_seed(seed), so results match across devices.
+    from torch.Generator("cpu").manual_seed(seed), so results match across devices: one int draws it for
+    the whole batch at once; a sequence of B ints seeds each item on its own, so an item's result does not
+    depend on which batch it is in.
     """
     out_h, out_w = _check_size(noise, size)
-    if isinstance(seed, bool) or not isinstance(seed, int) or not _SEED_MIN <= seed <= _SEED_MAX:
-        raise ValueError(f"seed must be an int in [0, 2**64 - 1], got {seed!r}")
+    per_item = not isinstance(seed, int)
+    seeds = [_check_seed(s) for s in seed] if per_item else [_check_seed(seed)]
+    if per_item and len(seeds) != noise.shape[0]:
+        raise ValueError(f"need one seed per batch item: {noise.shape[0]} items, {len(seeds)} seeds")
     if (out_h, out_w) == tuple(noise.shape[-2:]):
         return noise
-    generator = torch.Generator("cpu").manual_seed(seed)
-    z = torch.randn(bridge_shape(noise), generator=generator, dtype=torch.float32)
+    shape = bridge_shape(noise[:1]) if per_item else bridge_shape(noise)
+    z = torch.cat([torch.randn(shape, generator=torch.Generator("cpu").manual_seed(s), dtype=torch.float32)
+                   for s in seeds])
     return integral_downscale(noise, z, (out_h, out_w))

@@ -137,6 +137,19 @@ def test_deterministic_from_seed_and_preserves_dtype():
     assert downscale_noise(noise.half(), (24, 24), seed=9).dtype == torch.float16
 
 
+def test_per_item_seeds_make_items_independent_of_their_batch():
+    noise = white((3, 4, 40, 40), 6)
+    batch = downscale_noise(noise, (15, 15), seed=[7, 8, 9])
+    for i, s in enumerate([7, 8, 9]):
+        assert torch.equal(batch[i:i + 1], downscale_noise(noise[i:i + 1], (15, 15), seed=[s]))
+    assert torch.equal(downscale_noise(noise[:1], (15, 15), seed=[7]), downscale_noise(noise[:1], (15, 15), seed=7))
+    assert not torch.equal(batch[1], downscale_noise(noise, (15, 15), seed=7)[1])
+    with pytest.raises(ValueError, match="one seed per batch item"):
+        downscale_noise(noise, (15, 15), seed=[1, 2])
+    with pytest.raises(ValueError):
+        downscale_noise(noise, (15, 15), seed=[1, 2, -3])
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_devices_agree(device):
     noise = white((2, 4, 96, 80), 4)
