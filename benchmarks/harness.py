@@ -1,0 +1,44 @@
+"""In-process ComfyUI for benchmarks: the local host on sys.path (CPU unless CUDA), this pack as `luna_semantic_detailer`."""
+from __future__ import annotations
+
+import importlib.util
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+COMFYUI = Path(os.environ.get("LSD_COMFYUI", ROOT / ".comfyui")).resolve()
+
+
+def setup() -> None:
+    """Import ComfyUI (--cpu when no CUDA), the pack, and the test fixtures' tiny-model builders."""
+    import torch
+
+    sys.path[:0] = [str(COMFYUI), str(ROOT / "tests")]
+    import comfy.cli_args
+
+    comfy.cli_args.args.cpu = not torch.cuda.is_available()
+    spec = importlib.util.spec_from_file_location("luna_semantic_detailer", ROOT / "__init__.py",
+                                                  submodule_search_locations=[str(ROOT)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["luna_semantic_detailer"] = module
+    spec.loader.exec_module(module)
+
+
+def measure(fn) -> tuple[float, float]:
+    """(wall seconds, peak memory in MiB: CUDA max allocated, else the process's peak RSS) of one call."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    fn()
+    if cuda:
+        torch.cuda.synchronize()
+    wall = time.perf_counter() - start
+    peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return wall, peak
