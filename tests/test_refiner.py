@@ -103,3 +103,42 @@ def test_tiles_cover_every_pixel_and_overlaps_neither_brighten_nor_darken(monkey
     image = smooth_canvas(1, 328, 264)
     out = refine(image, scaffold_for(264, 328), tile=128, overlap=48)
     torch.testing.assert_close(out, torch.full_like(image, 0.625), atol=1e-6, rtol=0)
+
+
+def test_the_scaffold_seed_changes_the_noise_and_nothing_else_does():
+    image = smooth_canvas(1, 192, 192)
+    with sampler_spy() as base:
+        out = refine(image, scaffold_for(192, 192, seed=1))
+    with sampler_spy() as other_prompt:
+        refine(image, scaffold_for(192, 192, seed=1), cfg=5.0, denoise=0.3)
+    with sampler_spy() as other_seed:
+        reseeded = refine(image, scaffold_for(192, 192, seed=2))
+    assert all(torch.equal(a["noise"], b["noise"]) for a, b in zip(base, other_prompt))
+    assert not any(torch.equal(a["noise"], b["noise"]) for a, b in zip(base, other_seed))
+    assert not torch.allclose(out, reseeded)
+
+
+def test_cancel_stops_between_batches_and_leaves_the_input_untouched():
+    import comfy.model_management as mm
+
+    image = smooth_canvas(1, 256, 256)
+    before = image.clone()
+    with sampler_spy() as calls:
+        mm.interrupt_current_processing(False)
+        import luna_semantic_detailer.nodes.refiner as refiner
+
+        real = refiner.refine_batch
+
+        def interrupting(*args, **kwargs):
+            mm.interrupt_current_processing(True)
+            return real(*args, **kwargs)
+
+        refiner.refine_batch = interrupting
+        try:
+            with pytest.raises(mm.InterruptProcessingException):
+                refine(image, scaffold_for(256, 256), max_batch=1)
+        finally:
+            refiner.refine_batch = real
+            mm.interrupt_current_processing(False)
+    assert len(calls) <= 1
+    assert torch.equal(image, before)
