@@ -1,0 +1,100 @@
+"""Keep and order detections the way Impact-Pack's SEGS filters do: by label, score, box area, top-k, then order.
+
+Pure Python over anything shaped like `luna_types.Detection` (box in 0..1, score, label, image_index); no ComfyUI.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+TOP_BY = ("score", "area")
+ORDERS = ("score desc", "area desc", "left-to-right", "top-to-bottom", "input order")
+
+
+def box_area(box: Sequence[float]) -> float:
+    """Area of a normalized (x0, y0, x1, y1) box, as a fraction of the image (0 for a degenerate box)."""
+    x0, y0, x1, y1 = box
+    return max(0.0, x1 - x0) * max(0.0, y1 - y0)
+
+
+def parse_labels(labels: str | Iterable[str] | None) -> set[str]:
+    """The wanted labels, lower-cased: a comma-separated string or an iterable; empty means every label."""
+    if labels is None:
+        return set()
+    items = labels.split(",") if isinstance(labels, str) else labels
+    return {str(item).strip().lower() for item in items if str(item).strip()}
+
+
+def _check_range(name: str, low: float, high: float) -> None:
+    if math.isnan(low) or math.isnan(high):
+        raise ValueError(f"{name} range [{low}, {high}] contains NaN; expected two numbers with min <= max")
+    if low > high:
+        raise ValueError(f"{name} range is empty: min {low} > max {high}; expected min <= max")
+
+
+def _sort_key(order: str):
+    if order == "score desc":
+        return lambda d: -d.score
+    if order == "area desc":
+        return lambda d: -box_area(d.box)
+    if order == "left-to-right":
+        return lambda d: (d.box[0], d.box[1])
+    if order == "top-to-bottom":
+        return lambda d: (d.box[1], d.box[0])
+    raise ValueError(f"unknown order {order!r}; expected one of {', '.join(ORDERS)}")
+
+
+def filter_detections(
+    detections: Sequence[Any],
+    labels: str | Iterable[str] | None = "",
+    score_range: tuple[float, float] = (0.0, 1.0),
+    area_range: tuple[float, float] = (0.0, 1.0),
+    top_k: int = 0,
+    top_by: str = "score",
+    order: str = "score desc",
+) -> tuple[list, list]:
+    """(kept, rejected) detections.
+
+    A detection is kept when its label is one of `labels` (case-insensitive; empty keeps all), its score is in
+    `score_range` and its normalized box area in `area_range` (both inclusive); then, per image, only the `top_k`
+    (0 keeps all) with the highest score or area (`top_by`; ties keep the input order). The kept ones are sorted by
+    `order` (stable: "score desc", "area desc", "left-to-right" by box left then top, "top-to-bottom" by box top
+    then left, or "input order"); the rejected ones keep the input order.
+    """
+    _check_range("score", *score_range)
+    _check_range("area", *area_range)
+    if top_k < 0:
+        raise ValueError(f"top_k is {top_k}; expected 0 (keep all) or a positive count")
+    if top_by not in TOP_BY:
+        raise ValueError(f"unknown top_by {top_by!r}; expected one of {', '.join(TOP_BY)}")
+    if order not in ORDERS:
+        raise ValueError(f"unknown order {order!r}; expected one of {', '.join(ORDERS)}")
+    for i, d in enumerate(detections):
+        if math.isnan(d.score) or any(math.isnan(v) for v in d.box):
+            raise ValueError(f"detection {i} has NaN in its score or box {tuple(d.box)}; expected finite numbers")
+
+    wanted = parse_labels(labels)
+    (s_min, s_max), (a_min, a_max) = score_range, area_range
+    passed = [
+        i
+        for i, d in enumerate(detections)
+        if (not wanted or d.label.strip().lower() in wanted)
+        and s_min <= d.score <= s_max
+        and a_min <= box_area(d.box) <= a_max
+    ]
+    if top_k:
+        measure = (lambda d: d.score) if top_by == "score" else (lambda d: box_area(d.box))
+        per_image: dict[int, list[int]] = {}
+        for i in passed:
+            per_image.setdefault(detections[i].image_index, []).append(i)
+        chosen = set()
+        for indices in per_image.values():
+            chosen.update(sorted(indices, key=lambda i: -measure(detections[i]))[:top_k])
+        passed = [i for i in passed if i in chosen]
+    kept = [detections[i] for i in passed]
+    if order != "input order":
+        kept.sort(key=_sort_key(order))
+    keep = set(passed)
+    rejected = [d for i, d in enumerate(detections) if i not in keep]
+    return kept, rejected
