@@ -90,3 +90,9 @@ def slice_noise(scaffold: torch.Tensor, boxes: Sequence[Box], factor: int) -> to
                 f"box {tuple(box)} leaves the scaffold ({cols * factor}x{rows * factor} pixels, {cols}x{rows} cells)"
             )
     return torch.stack([scaffold[0, :, ly:ly + lh, lx:lx + lw] for lx, ly, lw, lh in latent])
+
+
+def region_seed(seed: int, box: Box) -> int:
+    """A seed of its own for the scaffold region under a pixel box, so its resample does not depend on batching."""
+    x, y, w, h = box
+    return (seed * 0x9E3779B97F4A7C15 + x * 0x85EBCA6B + y * 0xC2B2AE35 + w * 0x27D4EB2F + h) % 2**63

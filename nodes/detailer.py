@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from ..kernels.masks import blend_, detection_alpha
-from ..kernels.noise import slice_noise
+from ..kernels.noise import region_seed, slice_noise
 from ..kernels.planning import Crop, batches, plan_crop
 from ..kernels.refine import RefineJob, refine_batch
 from ..kernels.regions import box_mask, mask_regions, overlap_rounds
@@ -134,7 +134,8 @@ class LunaSAM3Detailer:
         alpha = detection_alpha(crop_masks(group, *canvas_size), dilation, feather).to(canvas)
         if sample_size != size:
             pixels = resize(pixels, sample_size)
-            slices = downscale_noise(slices, (sample_size // f, sample_size // f), seed=job.seed)
+            slices = downscale_noise(slices, (sample_size // f, sample_size // f),
+                                     seed=[region_seed(job.seed, g.rect) for g in group])
         noise_mask = resize(alpha[..., None], sample_size)[..., 0][:, None]
         refined = refine_batch(job, pixels, slices, noise_mask=noise_mask, callback=callback).to(canvas)
         if sample_size != size:

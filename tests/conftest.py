@@ -45,7 +45,10 @@ def comfy_server(tmp_path_factory):
 
     if not (COMFYUI / "main.py").is_file():
         pytest.fail(f"no ComfyUI host at {COMFYUI}: run `make test` (it provisions one) or set LSD_COMFYUI")
-    extra = (FIXTURE_NODES,) if FIXTURE_NODES.is_dir() else ()
-    server = ComfyServer(COMFYUI, tmp_path_factory.mktemp("comfy"), extra_custom_nodes=extra).start()
+    from fixtures.tiny_sam3 import build_tiny_sam3, write_models_dir
+
+    workdir = tmp_path_factory.mktemp("comfy")
+    write_models_dir(workdir / "models" / "sam3", build_tiny_sam3())
+    server = ComfyServer(COMFYUI, workdir, extra_custom_nodes=(FIXTURE_NODES,), models=workdir / "models").start()
     yield server
     server.stop()

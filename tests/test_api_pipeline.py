@@ -61,3 +61,18 @@ def test_bad_input_is_reported_and_the_server_keeps_serving(comfy_server):
     with pytest.raises(PromptFailed, match="larger than the scaffold"):
         comfy_server.run(prompt, timeout=600)
     assert comfy_server.get("/system_stats")["system"]["comfyui_version"]
+
+
+def test_sam3_loader_detector_detailer_refiner_run_through_the_queue(comfy_server):
+    prompt = pipeline(canvas=768, draft=256)
+    for name in ("region", "region_canvas", "blank", "detections"):
+        del prompt[name]
+    prompt["sam3"] = {"class_type": "LunaSAM3Loader", "inputs": {"checkpoint": "model.safetensors", "device": "auto", "precision": "auto"}}
+    prompt["detect"] = {"class_type": "LunaSAM3Detector", "inputs": {
+        "sam3": ["sam3", 0], "image": ["draft_image", 0], "prompts": "face, hand", "threshold": 0.0,
+        "max_detections": 2, "min_area": 0.0, "detect_resolution": 0}}
+    prompt["detail"]["inputs"].update(detection_data=["detect", 0], labels="")
+    prompt["detect_preview"] = {"class_type": "PreviewImage", "inputs": {"images": ["detect", 1]}}
+    entry = comfy_server.run(prompt, timeout=900)
+    assert len(entry["outputs"]["save"]["images"]) == 1
+    assert len(entry["outputs"]["detect_preview"]["images"]) == 1

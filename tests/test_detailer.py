@@ -8,6 +8,7 @@ import torch
 
 from pipeline_helpers import encode_prompt, models, sampler_spy, scaffold_for, smooth_canvas
 from luna_semantic_detailer.kernels.masks import detection_alpha
+from luna_semantic_detailer.kernels.noise import region_seed
 from luna_semantic_detailer.kernels.planning import plan_crop
 from luna_semantic_detailer.kernels.resample import downscale_noise
 from luna_semantic_detailer.luna_types import Detection, DetectionData
@@ -94,7 +95,7 @@ def test_crops_larger_than_the_sampling_size_use_the_resampled_slice():
     crop = plan_crop(box, 1024, 1024, 1.5, (512,), 8)
     assert crop.size > crop.sample_size == 512
     region = scaffold.noise[:, :, crop.y // 8:(crop.y + crop.size) // 8, crop.x // 8:(crop.x + crop.size) // 8]
-    expected = downscale_noise(region, (64, 64), seed=scaffold.seed)
+    expected = downscale_noise(region, (64, 64), seed=[region_seed(scaffold.seed, (crop.x, crop.y, crop.size, crop.size))])
     assert torch.equal(calls[0]["noise"], expected)
 
 
