@@ -7,7 +7,7 @@ from typing import Any, Callable
 import torch
 
 from .fusion import fuse_conditioning, vision_tokens
-from .sampling import decode_batch, encode_batch, sample_batch
+from .sampling import decode_batch, encode_batch, sample_all
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ def refine_batch(
     noise_mask: torch.Tensor | None = None,
     callback: Callable | None = None,
 ) -> torch.Tensor:
-    """Refine pixels [B, H, W, 3] sampled from noise [B, C, H/f, W/f]; returns refined pixels [B, H, W, 3]."""
+    """Refine pixels [B, H, W, 3] sampled from noise [B, C, H/f, W/f] (memory-bounded, halved on OOM) into [B, H, W, 3]."""
     positive = job.positive
     if job.clip_vision is not None and job.vision_strength != 0:
         positive = fuse_conditioning(positive, vision_tokens(job.clip_vision, pixels), job.vision_strength)
@@ -45,8 +45,8 @@ def refine_batch(
             f"The VAE's latent is {list(latent.shape[1:])} but the scaffold's noise slice is {list(noise.shape[1:])}: "
             "make the scaffold with the same VAE (LunaNoiseScaffold's vae input)."
         )
-    samples = sample_batch(
-        job.model, noise, latent, positive, job.negative,
+    samples = sample_all(
+        job.model, noise, latent, positive, job.negative, batch_size=latent.shape[0],
         steps=job.steps, cfg=job.cfg, sampler_name=job.sampler_name, scheduler=job.scheduler,
         denoise=job.denoise, seed=job.seed, noise_mask=noise_mask, callback=callback,
     )
