@@ -1,7 +1,11 @@
 """The data that travels between Luna nodes, and the ComfyUI type names that carry it."""
 from __future__ import annotations
 
+import base64
+import json
+import math
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import torch
 
@@ -30,6 +34,27 @@ class NoiseScaffold:
         return self.noise.shape[2], self.noise.shape[3]
 
 
+BOX_TOLERANCE = 1e-6
+
+
+def checked_box(box) -> tuple[float, float, float, float]:
+    """A normalized box (x0, y0, x1, y1) with 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1, else ValueError saying what is wrong."""
+    try:
+        values = tuple(float(v) for v in box)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"a detection box must be 4 numbers (x0, y0, x1, y1) in 0..1, got {box!r}") from exc
+    if len(values) != 4:
+        raise ValueError(f"a detection box must be 4 numbers (x0, y0, x1, y1) in 0..1, got {len(values)}: {box!r}")
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError(f"a detection box holds NaN or infinity: {box!r}")
+    if min(values) < -BOX_TOLERANCE or max(values) > 1 + BOX_TOLERANCE:
+        raise ValueError(f"a detection box must be normalized to 0..1 of the image, got {box!r} (pixel boxes: divide by the image size)")
+    x0, y0, x1, y1 = (min(1.0, max(0.0, v)) for v in values)
+    if not (x0 < x1 and y0 < y1):
+        raise ValueError(f"a detection box is empty (needs x0 < x1 and y0 < y1): {box!r}")
+    return x0, y0, x1, y1
+
+
 @dataclass(frozen=True)
 class Detection:
     """One object: `box` is (x0, y0, x1, y1) in 0..1 of the image; `mask` is [h, w] in 0..1 over the whole image."""
@@ -39,6 +64,16 @@ class Detection:
     score: float = 1.0
     label: str = ""
     image_index: int = 0
+
+    def __post_init__(self):
+        object.__setattr__(self, "box", checked_box(self.box))
+        if self.mask is not None and (not isinstance(self.mask, torch.Tensor) or self.mask.ndim != 2):
+            raise ValueError(f"a detection mask must be a 2-D tensor [h, w] over the whole image, got {type(self.mask).__name__} "
+                             f"{tuple(getattr(self.mask, 'shape', ()))}")
+        if not math.isfinite(float(self.score)):
+            raise ValueError(f"a detection score must be a finite number, got {self.score!r}")
+        if int(self.image_index) < 0:
+            raise ValueError(f"a detection's image_index must be >= 0, got {self.image_index}")
 
 
 @dataclass(frozen=True)
@@ -60,3 +95,67 @@ class DetectionData:
 
     def with_detections(self, detections) -> "DetectionData":
         return replace(self, detections=tuple(detections))
+
+    def to_json(self) -> str:
+        """JSON text of the detections, masks included (float16, base64)."""
+        return json.dumps(self._header(include_masks=True))
+
+    @classmethod
+    def from_json(cls, text: str) -> "DetectionData":
+        header = json.loads(text)
+        masks = [_decode_mask(d.get("mask")) for d in header["detections"]]
+        return cls._from_header(header, masks)
+
+    def save(self, path: str | Path) -> None:
+        """Write a .safetensors file: masks as tensors, the rest as JSON metadata."""
+        from safetensors.torch import save_file
+
+        tensors = {f"mask_{i}": d.mask.detach().float().cpu().contiguous()
+                   for i, d in enumerate(self.detections) if d.mask is not None}
+        save_file(tensors, str(path), metadata={"luna_detection_data": json.dumps(self._header(include_masks=False))})
+
+    @classmethod
+    def load(cls, path: str | Path) -> "DetectionData":
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            if "luna_detection_data" not in metadata:
+                raise ValueError(f"{path} is not a Luna detection file (no luna_detection_data metadata)")
+            header = json.loads(metadata["luna_detection_data"])
+            keys = set(f.keys())
+            masks = [f.get_tensor(f"mask_{i}") if f"mask_{i}" in keys else None for i in range(len(header["detections"]))]
+        return cls._from_header(header, masks)
+
+    def _header(self, include_masks: bool) -> dict:
+        detections = []
+        for d in self.detections:
+            item = {"box": list(d.box), "score": float(d.score), "label": d.label, "image_index": int(d.image_index)}
+            if include_masks and d.mask is not None:
+                item["mask"] = _encode_mask(d.mask)
+            detections.append(item)
+        return {"version": 1, "image_size": list(self.image_size), "meta": _json_safe(self.meta), "detections": detections}
+
+    @classmethod
+    def _from_header(cls, header: dict, masks: list) -> "DetectionData":
+        detections = tuple(
+            Detection(tuple(d["box"]), mask, d.get("score", 1.0), d.get("label", ""), d.get("image_index", 0))
+            for d, mask in zip(header["detections"], masks)
+        )
+        return cls(detections, tuple(header.get("image_size", (0, 0))), dict(header.get("meta", {})))
+
+
+def _encode_mask(mask: torch.Tensor) -> dict:
+    data = mask.detach().to(torch.float16).cpu().contiguous().numpy().tobytes()
+    return {"shape": list(mask.shape), "dtype": "float16", "data": base64.b64encode(data).decode("ascii")}
+
+
+def _decode_mask(item: dict | None) -> torch.Tensor | None:
+    if item is None:
+        return None
+    raw = bytearray(base64.b64decode(item["data"]))
+    return torch.frombuffer(raw, dtype=torch.float16).reshape(item["shape"]).float()
+
+
+def _json_safe(meta: dict) -> dict:
+    return {k: v for k, v in meta.items() if isinstance(v, (str, int, float, bool, list, tuple, type(None)))}

@@ -27,7 +27,7 @@ def pipeline(canvas: int, draft: int) -> dict:
         "region": {"class_type": "SolidMask", "inputs": {"value": 1.0, "width": 64, "height": 64}},
         "region_canvas": {"class_type": "MaskComposite", "inputs": {"destination": ["blank", 0], "source": ["region", 0], "x": 96, "y": 96, "operation": "add"}},
         "blank": {"class_type": "SolidMask", "inputs": {"value": 0.0, "width": draft, "height": draft}},
-        "detections": {"class_type": "LunaDetectionsFromMask", "inputs": {"mask": ["region_canvas", 0], "label": "face", "image_index": 0}},
+        "detections": {"class_type": "LunaDetectionsFromMask", "inputs": {"mask": ["region_canvas", 0], "label": "face", "image_index": 0, "split": "connected regions", "min_pixels": 16}},
         "detail": {"class_type": "LunaSAM3Detailer", "inputs": {
             "image": ["upscale", 0], "master_scaffold": ["scaffold", 0], "detection_data": ["detections", 0],
             "model": ["models", 0], "positive": ["pos", 0], "negative": ["neg", 0], "vae": ["models", 2],
