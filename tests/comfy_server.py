@@ -123,15 +123,17 @@ class ComfyServer:
     def run(self, prompt: dict, timeout: float = 600.0) -> dict:
         return self.wait(self.queue(prompt), timeout)
 
-    def stop(self, timeout: float = 30.0) -> int | None:
-        """SIGINT, as Ctrl-C would; kill after `timeout`. Returns the exit code."""
+    def stop(self, timeout: float = 60.0) -> int | None:
+        """SIGINT, as Ctrl-C would, then SIGTERM, then SIGKILL, `timeout` seconds apart. Returns the exit code."""
         if self.process is None or self.process.poll() is not None:
             return None if self.process is None else self.process.returncode
-        self.process.send_signal(signal.SIGINT)
         try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
+                self.process.send_signal(sig)
+                try:
+                    return self.process.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    continue
             return self.process.wait()
         finally:
             self._log.close()

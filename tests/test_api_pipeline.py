@@ -1,6 +1,8 @@
 """The Luna graph queued through POST /prompt on the real host, with the tiny test models."""
 from __future__ import annotations
 
+import time
+
 import pytest
 
 pytestmark = pytest.mark.host
@@ -76,3 +78,31 @@ def test_sam3_loader_detector_detailer_refiner_run_through_the_queue(comfy_serve
     entry = comfy_server.run(prompt, timeout=900)
     assert len(entry["outputs"]["save"]["images"]) == 1
     assert len(entry["outputs"]["detect_preview"]["images"]) == 1
+
+
+def test_post_free_evicts_sam3_and_the_next_detection_reloads_it(comfy_server):
+    prompt = {
+        "sam3": {"class_type": "LunaSAM3Loader", "inputs": {"checkpoint": "model.safetensors", "device": "auto", "precision": "auto"}},
+        "image": {"class_type": "EmptyImage", "inputs": {"width": 96, "height": 64, "batch_size": 1, "color": 0x808080}},
+        "detect": {"class_type": "LunaSAM3Detector", "inputs": {
+            "sam3": ["sam3", 0], "image": ["image", 0], "prompts": "face", "threshold": 0.0,
+            "max_detections": 1, "min_area": 0.0, "detect_resolution": 0}},
+        "preview": {"class_type": "PreviewImage", "inputs": {"images": ["detect", 1]}},
+    }
+
+    def held() -> dict:
+        (model,) = [m for m in comfy_server.get("/luna/sam3")["models"] if m["checkpoint"] == "model.safetensors"]
+        return model
+
+    comfy_server.run(prompt, timeout=300)
+    before = held()
+    assert before["loaded"] and before["bytes"] > 0
+    comfy_server.post("/free", {"unload_models": True})
+    deadline = time.monotonic() + 30
+    while held()["loaded"] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not held()["loaded"] and held()["evictions"] > before["evictions"], (before, held(), comfy_server.log[-1500:])
+    prompt["detect"]["inputs"]["prompts"] = "hand"
+    comfy_server.run(prompt, timeout=300)
+    after = held()
+    assert after["loaded"] and after["loads"] == before["loads"] + 1
