@@ -59,7 +59,7 @@ class LunaSAM3Detector:
         "The detected copy with masks, boxes, labels and scores drawn over it.",
         "Union of all detection masks per image, at the input image's resolution.",
     )
-    FUNCTION = "detect"
+    FUNCTION = "run"
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -74,6 +74,13 @@ class LunaSAM3Detector:
                 "detect_resolution": ("INT", {"default": 1008, "min": 0, "max": 8192, "step": 8, "tooltip": "The image is scaled down so its longer side is at most this before detection (0: as is). Masks are made at this size; SAM3 itself sees 1008×1008."}),
             }
         }
+
+    def run(self, **inputs) -> dict:
+        """detect(), with the preview also shown on the node (saved to ComfyUI's temp folder, like PreviewImage)."""
+        import nodes
+
+        result = self.detect(**inputs)
+        return {"ui": nodes.PreviewImage().save_images(result[1], filename_prefix="LunaSAM3Detector")["ui"], "result": result}
 
     def detect(self, sam3, image: torch.Tensor, prompts: str, threshold: float, max_detections: int, min_area: float,
                detect_resolution: int) -> tuple:

@@ -1,0 +1,144 @@
+#!/usr/bin/env python3
+"""Write web/docs/<NodeName>.md, the page the ComfyUI frontend's node-info panel shows for each Luna node.
+
+The frontend fetches /extensions/<pack>/docs/<NodeName>.md for custom nodes (WEB_DIRECTORY is ./web). Each page is
+the hand-written guide below plus the inputs and outputs with their tooltips, taken from a running server's
+/object_info:
+    python scripts/build_docs.py --url http://127.0.0.1:8188
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "web" / "docs"
+
+GUIDES = {
+    "LunaNoiseScaffold": """
+Make **one** scaffold per canvas and connect it to every Luna stage: the 1K draft (through *Luna Scaffold Noise*),
+the 1.5K light refine, the detailer and the global refiner. Every stage then takes its noise from the same map
+(downscaled variance-preserving where the stage is smaller), so structure stays consistent from draft to 4K.
+
+- Set width/height to the **final canvas** (e.g. 4096×4096), or link them from *Get Image Size* when you refine an
+  existing image.
+- Connect the checkpoint's **VAE** so the latent format (channels, ÷8) matches the model; otherwise pick it.
+- Keep `control after generate` on **fixed**: a new seed means new noise DNA for every stage.
+""",
+    "LunaScaffoldNoise": """
+A `NOISE` for **SamplerCustomAdvanced** (instead of *RandomNoise*). Connect the master scaffold; the noise is the
+scaffold area-downscaled to the latent being sampled, with the variance kept at 1. Use it for the 1K draft and for
+the light refine at 1.5K: both then share the 4K canvas's noise.
+
+The latent must not be larger than the scaffold and must have its aspect ratio.
+""",
+    "LunaScaffoldPreview": """
+Shows the first three latent channels of the scaffold as an RGB image (mid-grey is 0, ±2σ saturates): a quick check
+that two workflows use the same scaffold (same seed, same size).
+""",
+    "LunaSAM3Loader": """
+Put SAM3 into `models/sam3/`: Hugging Face **facebook/sam3** `model.safetensors` (with its config/tokenizer files next
+to it, as downloaded) or Meta's **sam3.pt**. The loader returns a handle; the weights load on the first detection and
+are shared by every loader with the same checkpoint, device and precision. ComfyUI's *Unload models* frees them; the
+next detection loads them again.
+""",
+    "LunaSAM3Detector": """
+Type what to find, comma-separated (`face, hand`, `eyes`, `the red car`): each concept's instances become
+detections labelled with that concept. Detect on the **1K draft** (fast) and detail the 4K canvas: boxes and masks
+are normalized, so they apply to any canvas with the same aspect ratio.
+
+After a run the node shows the **preview** (masks tinted per label, boxes, scores). Too many hits: raise
+`threshold`, lower `max_detections`, or raise `min_area`.
+""",
+    "LunaDetectionsFromMask": """
+Manual regions without SAM3: open your image's **Load Image** node in the *MaskEditor*, paint the regions to repaint,
+and connect its `MASK` here. The detections go to the detailer like SAM3's.
+""",
+    "LunaDetectionsFromBoxes": """
+Type regions in by hand, one box per line (`x0, y0, x1, y1, label`), normalized 0–1 or in pixels: the quickest way
+to point the detailer at a known spot without SAM3 or painting a mask.
+""",
+    "LunaDetectionsFromSEGS": """
+Use Impact-Pack's detectors (BBOX/SEGM/SAM) with the Luna detailer: connect their `SEGS` here. Impact-Pack itself is
+not needed by this node.
+""",
+    "LunaDetectionsToSEGS": """
+Send Luna detections to Impact-Pack's SEGS tools (filters, previews, SEGSPaste). Connect the image to get each SEG's
+cropped image at that image's size.
+""",
+    "LunaDetectionsFromBBoxes": """
+Detections from core `BOUNDING_BOX` lists (e.g. ComfyUI's own SAM3 Detect), with optional masks. Connect the image
+the boxes were found on, or set its width and height.
+""",
+    "LunaDetectionFilter": """
+Keep only the detections you want before the detailer: by label, score and area, then the top k per image. What is
+dropped comes out of `rejected`.
+""",
+    "LunaSAM3Detailer": """
+Repaints each detection in a square crop of the **4K canvas** at the model's native size: 1024 px, or 1536 px when
+the object (× `context_padding`) is larger; larger objects are cropped bigger and sampled at 1536. The crop's noise
+is its exact slice of the master scaffold, the crop's CLIP-ViT tokens (optional `clip_vision`) anchor its structure,
+and the result is blended back through the dilated, feathered mask; pixels outside every mask stay bit-identical.
+
+Under the node the extension shows the crop sizes it will use on this canvas. Typical settings: `denoise` 0.35–0.5,
+`labels` empty (all) or e.g. `face`. Overlapping crops are refined in later rounds that see the earlier results.
+""",
+    "LunaGlobalRefiner": """
+Polishes the whole canvas in tiles (1024 or 1536 px) that overlap by at least `overlap`, processed in **chess
+phases**: tiles of one phase never touch, so each phase is one batch-friendly pass and every seam is feathered by the
+later tile. Each tile's noise is its 1:1 slice of the master scaffold.
+
+Under the node the extension draws the tile grid for the current canvas, tile and overlap, coloured by phase (a
+4096² canvas with 1024 px tiles and 128 px overlap: 5×5 = 25 tiles in 4 phases). Typical `denoise`: 0.2–0.35.
+""",
+}
+
+
+def fetch_object_info(url: str) -> dict:
+    with urllib.request.urlopen(url.rstrip("/") + "/object_info", timeout=60) as resp:
+        return json.loads(resp.read())
+
+
+def kind_of(spec) -> str:
+    return "choice" if isinstance(spec[0], list) else spec[0]
+
+
+def page(name: str, info: dict) -> str:
+    lines = [f"# {info['display_name']}", "", info["description"], "", GUIDES[name].strip(), "", "## Inputs", "",
+             "| input | type | default | what it does |", "| --- | --- | --- | --- |"]
+    for section in ("required", "optional"):
+        for input_name in info.get("input_order", {}).get(section) or info["input"].get(section, {}):
+            spec = info["input"][section][input_name]
+            options = spec[1] if len(spec) > 1 else {}
+            default = options.get("default", spec[0][0] if isinstance(spec[0], list) and spec[0] else "")
+            tooltip = options.get("tooltip", "")
+            if section == "optional":
+                tooltip = f"*(optional)* {tooltip}"
+            lines.append(f"| `{input_name}` | {kind_of(spec)} | {f'`{default}`' if default != '' else ''} | {tooltip} |")
+    lines += ["", "## Outputs", "", "| output | type | what it is |", "| --- | --- | --- |"]
+    tips = info.get("output_tooltips") or [""] * len(info["output"])
+    for out_name, out_type, tip in zip(info["output_name"], info["output"], tips):
+        lines.append(f"| `{out_name}` | {out_type} | {tip or ''} |")
+    lines += ["", "Part of [Luna Semantic Detailer](https://github.com/luna-semantic-detailer/luna-semantic-detailer)."]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--url", default="http://127.0.0.1:8188")
+    args = parser.parse_args()
+    info = fetch_object_info(args.url)
+    OUT.mkdir(parents=True, exist_ok=True)
+    luna = sorted(k for k, v in info.items() if v["python_module"].endswith("luna_semantic_detailer"))
+    missing = set(luna) - set(GUIDES)
+    if missing:
+        raise SystemExit(f"no guide for {sorted(missing)}: add one to GUIDES")
+    for name in luna:
+        (OUT / f"{name}.md").write_text(page(name, info[name]))
+    print("wrote", len(luna), "pages to", OUT)
+
+
+if __name__ == "__main__":
+    main()

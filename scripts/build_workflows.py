@@ -1,0 +1,412 @@
+#!/usr/bin/env python3
+"""Write the bundled workflows: example_workflows/<name>.json (UI format, what the Templates browser opens) and
+example_workflows/api/<name>.json (API format, what POST /prompt takes), both from the specs below.
+
+Widget order and defaults come from a running ComfyUI's /object_info, so the UI files match the node definitions:
+    python scripts/build_workflows.py --url http://127.0.0.1:8188
+Thumbnails (<name>.jpg, the Templates browser's preview) are screenshots of each workflow loaded in headless
+Chromium (needs the `playwright` package and /usr/bin/chromium):
+    python scripts/build_workflows.py --url http://127.0.0.1:8188 --thumbnails
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "example_workflows"
+
+# Model file names the workflows expect (README: "Bundled workflows").
+CHECKPOINT = "sd_v1-5.safetensors"
+CLIP_VISION = "clip_vision_vit_l.safetensors"
+UPSCALER = "4x-UltraSharp.pth"
+SAM3 = "model.safetensors"
+INPUT_IMAGE = "example.png"
+
+POSITIVE = "a portrait of a woman in a sunlit garden, detailed face, natural hands, sharp focus, 4k photograph"
+NEGATIVE = "blurry, lowres, deformed hands, extra fingers, jpeg artifacts"
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+MUTED = 2
+
+# Stage colours (LiteGraph group colours).
+BLUE, GREEN, YELLOW, PURPLE, RED, CYAN, BROWN, GREY = ("#3f789e", "#8A8", "#b58b2a", "#a1309b", "#b06634", "#88A",
+                                                        "#593930", "#444")
+
+
+@dataclass
+class Node:
+    key: str
+    type: str
+    pos: tuple[int, int]
+    values: dict = field(default_factory=dict)  # widget values (others: the input's default)
+    links: dict = field(default_factory=dict)   # input name -> (source key, output slot)
+    title: str | None = None
+    mode: int = 0
+    width: int = 330
+
+
+@dataclass
+class Group:
+    title: str
+    keys: list[str]
+    color: str
+
+
+@dataclass
+class Workflow:
+    name: str
+    nodes: list[Node]
+    groups: list[Group]
+    note: str
+
+
+def models_stage(x: int = 0, y: int = 0, clip_vision: bool = True) -> list[Node]:
+    nodes = [
+        Node("ckpt", "CheckpointLoaderSimple", (x, y), {"ckpt_name": CHECKPOINT}),
+        Node("pos", "CLIPTextEncode", (x, y + 300), {"text": POSITIVE}, {"clip": ("ckpt", 1)}, title="Positive prompt"),
+        Node("neg", "CLIPTextEncode", (x, y + 520), {"text": NEGATIVE}, {"clip": ("ckpt", 1)}, title="Negative prompt"),
+    ]
+    if clip_vision:
+        nodes.insert(1, Node("clipvision", "CLIPVisionLoader", (x, y + 160), {"clip_name": CLIP_VISION}))
+    return nodes
+
+
+def sampler(steps: int, denoise: float, cfg: float = 7.0) -> dict:
+    return {"steps": steps, "cfg": cfg, "sampler_name": "dpmpp_2m", "scheduler": "karras", "denoise": denoise}
+
+
+def shared(clip_vision: bool = True) -> dict:
+    links = {"model": ("ckpt", 0), "positive": ("pos", 0), "negative": ("neg", 0), "vae": ("ckpt", 2)}
+    if clip_vision:
+        links["clip_vision"] = ("clipvision", 0)
+    return links
+
+
+def detailer(pos, image, scaffold="scaffold", detections=("detect", 0), clip_vision=True, **values) -> Node:
+    return Node("detail", "LunaSAM3Detailer", pos,
+                {**sampler(25, 0.45), "crop_size": "auto (1024 / 1536)", "context_padding": 1.5, "mask_dilation": 16,
+                 "mask_feather": 32, "vision_strength": 0.5, "max_batch": 4, "labels": "", **values},
+                {"image": image, "master_scaffold": (scaffold, 0), "detection_data": detections, **shared(clip_vision)},
+                width=380)
+
+
+def refiner(pos, image, scaffold="scaffold") -> Node:
+    return Node("refine", "LunaGlobalRefiner", pos,
+                {"tile_size": 1024, "overlap": 128, **sampler(25, 0.3), "vision_strength": 0.5, "max_batch": 4},
+                {"image": image, "master_scaffold": (scaffold, 0), **shared()}, width=380)
+
+
+def loaded_canvas_stage(x: int, y: int) -> list[Node]:
+    """LoadImage → GetImageSize → a scaffold exactly the image's size."""
+    return [
+        Node("load", "LoadImage", (x, y), {"image": INPUT_IMAGE}, width=340),
+        Node("size", "GetImageSize", (x, y + 420), {}, {"image": ("load", 0)}, width=240),
+        Node("scaffold", "LunaNoiseScaffold", (x + 380, y), {"seed": 123, "control_after_generate": "fixed"},
+             {"width": ("size", 0), "height": ("size", 1), "vae": ("ckpt", 2)}, title="Master scaffold (the image's size)",
+             width=360),
+    ]
+
+
+def full_pipeline() -> Workflow:
+    nodes = models_stage() + [
+        Node("scaffold", "LunaNoiseScaffold", (420, 0), {"width": 4096, "height": 4096, "seed": 123,
+                                                          "control_after_generate": "fixed"},
+             {"vae": ("ckpt", 2)}, title="Master scaffold (4K canvas)", width=360),
+        Node("snoise", "LunaScaffoldNoise", (420, 280), {}, {"master_scaffold": ("scaffold", 0)}, width=360),
+        Node("latent", "EmptyLatentImage", (860, 0), {"width": 1024, "height": 1024, "batch_size": 1}, title="1K draft latent"),
+        Node("guider", "CFGGuider", (860, 180), {"cfg": 7.0}, {"model": ("ckpt", 0), "positive": ("pos", 0), "negative": ("neg", 0)}),
+        Node("ksel", "KSamplerSelect", (860, 340), {"sampler_name": "dpmpp_2m"}),
+        Node("sched", "BasicScheduler", (860, 450), {"scheduler": "karras", "steps": 25, "denoise": 1.0}, {"model": ("ckpt", 0)}),
+        Node("draft", "SamplerCustomAdvanced", (1230, 0), {},
+             {"noise": ("snoise", 0), "guider": ("guider", 0), "sampler": ("ksel", 0), "sigmas": ("sched", 0),
+              "latent_image": ("latent", 0)}, title="1K draft (scaffold noise)", width=300),
+        Node("draft_image", "VAEDecode", (1230, 230), {}, {"samples": ("draft", 0), "vae": ("ckpt", 2)}, width=300),
+        # Prep option A: plain 4× resize (no upscaler needed). Enable it and connect it to the detailer's image.
+        Node("prep_a", "ImageScale", (1640, 0), {"upscale_method": "lanczos", "width": 4096, "height": 4096, "crop": "disabled"},
+             {"image": ("draft_image", 0)}, title="Option A: 4× resize to 4K", mode=MUTED),
+        # Prep option B: upscale model → supersample down to 1.5K → light scaffold refine → upscale model → 4K.
+        Node("upscaler", "UpscaleModelLoader", (1640, 300), {"model_name": UPSCALER}),
+        Node("up_1", "ImageUpscaleWithModel", (1640, 420), {}, {"upscale_model": ("upscaler", 0), "image": ("draft_image", 0)}),
+        Node("to_1536", "ImageScale", (1640, 540), {"upscale_method": "area", "width": 1536, "height": 1536, "crop": "disabled"},
+             {"image": ("up_1", 0)}, title="Supersample down to 1.5K"),
+        Node("encode_1536", "VAEEncode", (1640, 740), {}, {"pixels": ("to_1536", 0), "vae": ("ckpt", 2)}),
+        Node("sched_1536", "BasicScheduler", (2010, 300), {"scheduler": "karras", "steps": 25, "denoise": 0.35},
+             {"model": ("ckpt", 0)}, title="Light refine schedule (denoise 0.35)"),
+        Node("pass_1536", "SamplerCustomAdvanced", (2010, 480), {},
+             {"noise": ("snoise", 0), "guider": ("guider", 0), "sampler": ("ksel", 0), "sigmas": ("sched_1536", 0),
+              "latent_image": ("encode_1536", 0)}, title="1.5K light refine (scaffold noise)", width=300),
+        Node("image_1536", "VAEDecode", (2010, 710), {}, {"samples": ("pass_1536", 0), "vae": ("ckpt", 2)}, width=300),
+        Node("up_2", "ImageUpscaleWithModel", (2380, 300), {}, {"upscale_model": ("upscaler", 0), "image": ("image_1536", 0)}),
+        Node("to_4k", "ImageScale", (2380, 420), {"upscale_method": "lanczos", "width": 4096, "height": 4096, "crop": "disabled"},
+             {"image": ("up_2", 0)}, title="4K canvas"),
+        Node("sam3", "LunaSAM3Loader", (860, 760), {"checkpoint": SAM3, "device": "auto", "precision": "auto"}),
+        Node("detect", "LunaSAM3Detector", (1230, 760),
+             {"prompts": "face, hand", "threshold": 0.5, "max_detections": 20, "min_area": 0.0005, "detect_resolution": 1008},
+             {"sam3": ("sam3", 0), "image": ("draft_image", 0)}, title="Detect on the 1K draft", width=380),
+        detailer((2820, 0), ("to_4k", 0)),
+        refiner((3260, 0), ("detail", 0)),
+        Node("save", "SaveImage", (3700, 0), {"filename_prefix": "lsd/full_4k"}, {"images": ("refine", 0)}, width=400),
+        Node("crops", "PreviewImage", (2820, 760), {}, {"images": ("detail", 1)}, title="Detailer crops", width=380),
+        Node("downscale", "ImageScaleBy", (3700, 460), {"upscale_method": "area", "scale_by": 0.5},
+             {"image": ("refine", 0)}, title="Optional: final downscale to 2K", mode=MUTED),
+        Node("save_small", "SaveImage", (3700, 600), {"filename_prefix": "lsd/full_2k"}, {"images": ("downscale", 0)},
+             title="Save 2K", mode=MUTED, width=400),
+    ]
+    groups = [
+        Group("1 · Models and prompts", ["ckpt", "clipvision", "pos", "neg"], BLUE),
+        Group("2 · Master noise scaffold (one noise DNA for every stage)", ["scaffold", "snoise"], PURPLE),
+        Group("3 · 1K draft from the downscaled scaffold", ["latent", "guider", "ksel", "sched", "draft", "draft_image"], GREEN),
+        Group("4A · Prep option A: plain 4× (enable + connect to the detailer)", ["prep_a"], GREY),
+        Group("4B · Prep option B: upscaler → 1.5K light refine → 4K",
+              ["upscaler", "up_1", "to_1536", "encode_1536", "sched_1536", "pass_1536", "image_1536", "up_2", "to_4k"], YELLOW),
+        Group("5 · SAM3 detection on the 1K draft", ["sam3", "detect"], CYAN),
+        Group("6 · Detailer on the 4K canvas", ["detail", "crops"], RED),
+        Group("7 · Global refiner (chess tiles)", ["refine"], RED),
+        Group("8 · Save (optional 2K downscale)", ["save", "downscale", "save_small"], BROWN),
+    ]
+    note = ("Full Luna pipeline: 1K draft from the downscaled master scaffold, prep to a 4K canvas (option B: upscaler "
+            "and a 1.5K light refine; option A: plain resize), SAM3 detection on the draft, detailer and global refiner "
+            "on the 4K canvas.")
+    return Workflow("lsd_full_pipeline", nodes, groups, note)
+
+
+def detail_only() -> Workflow:
+    nodes = models_stage() + loaded_canvas_stage(400, 0) + [
+        Node("sam3", "LunaSAM3Loader", (1180, 440), {"checkpoint": SAM3, "device": "auto", "precision": "auto"}),
+        Node("detect", "LunaSAM3Detector", (1180, 0),
+             {"prompts": "face, hand", "threshold": 0.5, "max_detections": 20, "min_area": 0.0005, "detect_resolution": 1008},
+             {"sam3": ("sam3", 0), "image": ("load", 0)}, width=380),
+        detailer((1600, 0), ("load", 0)),
+        Node("save", "SaveImage", (2030, 0), {"filename_prefix": "lsd/detailed"}, {"images": ("detail", 0)}, width=400),
+        Node("crops", "PreviewImage", (2030, 460), {}, {"images": ("detail", 1)}, title="Detailer crops", width=400),
+    ]
+    groups = [
+        Group("1 · Models and prompts", ["ckpt", "clipvision", "pos", "neg"], BLUE),
+        Group("2 · Your image and its scaffold", ["load", "size", "scaffold"], PURPLE),
+        Group("3 · SAM3 detection", ["sam3", "detect"], CYAN),
+        Group("4 · Detailer", ["detail"], RED),
+        Group("5 · Save", ["save", "crops"], BROWN),
+    ]
+    return Workflow("lsd_detail_only", nodes, groups,
+                    "Load an existing image, find faces and hands with SAM3, repaint each in a 1024/1536 crop, save.")
+
+
+def global_only() -> Workflow:
+    nodes = models_stage() + loaded_canvas_stage(400, 0) + [
+        refiner((1180, 0), ("load", 0)),
+        Node("save", "SaveImage", (1610, 0), {"filename_prefix": "lsd/refined"}, {"images": ("refine", 0)}, width=400),
+    ]
+    groups = [
+        Group("1 · Models and prompts", ["ckpt", "clipvision", "pos", "neg"], BLUE),
+        Group("2 · Your image and its scaffold", ["load", "size", "scaffold"], PURPLE),
+        Group("3 · Global refiner (chess tiles)", ["refine"], RED),
+        Group("4 · Save", ["save"], BROWN),
+    ]
+    return Workflow("lsd_global_only", nodes, groups,
+                    "Load an image and polish the whole canvas in chess-ordered tiles from its noise scaffold, save.")
+
+
+def manual_regions() -> Workflow:
+    nodes = models_stage() + loaded_canvas_stage(400, 0) + [
+        Node("regions", "LunaDetectionsFromMask", (1180, 0), {"label": "region"}, {"mask": ("load", 1)},
+             title="Regions painted in the mask editor", width=380),
+        detailer((1600, 0), ("load", 0), detections=("regions", 0)),
+        Node("save", "SaveImage", (2030, 0), {"filename_prefix": "lsd/regions"}, {"images": ("detail", 0)}, width=400),
+        Node("crops", "PreviewImage", (2030, 460), {}, {"images": ("detail", 1)}, title="Detailer crops", width=400),
+    ]
+    groups = [
+        Group("1 · Models and prompts", ["ckpt", "clipvision", "pos", "neg"], BLUE),
+        Group("2 · Your image (right-click → Open in MaskEditor, paint the regions)", ["load", "size", "scaffold"], PURPLE),
+        Group("3 · Painted regions as detections", ["regions"], CYAN),
+        Group("4 · Detailer", ["detail"], RED),
+        Group("5 · Save", ["save", "crops"], BROWN),
+    ]
+    return Workflow("lsd_manual_regions", nodes, groups,
+                    "Paint regions on your image in the mask editor; each painted region is repainted by the detailer. No SAM3 weights needed.")
+
+
+WORKFLOWS = (full_pipeline, detail_only, global_only, manual_regions)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Serialisation
+
+
+def input_kind(spec) -> str:
+    kind = spec[0]
+    return "COMBO" if isinstance(kind, list) else kind
+
+
+def ordered_inputs(info: dict) -> list[tuple[str, list, bool]]:
+    """(name, spec, optional) in the node definition's order."""
+    out = []
+    for section in ("required", "optional"):
+        names = info.get("input_order", {}).get(section) or list(info["input"].get(section, {}))
+        out += [(name, info["input"][section][name], section == "optional") for name in names]
+    return out
+
+
+def default_value(spec):
+    kind, options = spec[0], (spec[1] if len(spec) > 1 else {})
+    if isinstance(kind, list):
+        return options.get("default", kind[0] if kind else "")
+    if kind == "COMBO":
+        return options.get("default", (options.get("options") or [""])[0])
+    return options.get("default", {"INT": 0, "FLOAT": 0.0, "STRING": "", "BOOLEAN": False}[kind])
+
+
+def node_height(n_slots: int, n_widgets: int, multiline: int) -> int:
+    return 46 + 22 * n_slots + 26 * n_widgets + 130 * multiline
+
+
+def build(workflow: Workflow, object_info: dict) -> tuple[dict, dict]:
+    """(UI workflow, API prompt) of a spec."""
+    ids = {node.key: i + 1 for i, node in enumerate(workflow.nodes)}
+    links: list[list] = []
+    out_links: dict[tuple[str, int], list[int]] = {}
+    ui_nodes, api = [], {}
+    for order, node in enumerate(workflow.nodes):
+        info = object_info[node.type]
+        unknown = set(node.values) - {name for name, _, _ in ordered_inputs(info)} - {"control_after_generate"}
+        unknown |= set(node.links) - {name for name, _, _ in ordered_inputs(info)}
+        if unknown:
+            raise KeyError(f"{node.type} has no inputs {sorted(unknown)}")
+        inputs, widgets, api_inputs, multiline = [], [], {}, 0
+        for name, spec, _optional in ordered_inputs(info):
+            kind, options = input_kind(spec), (spec[1] if len(spec) > 1 else {})
+            is_widget = kind in WIDGET_TYPES
+            link_id = None
+            if name in node.links:
+                src, slot = node.links[name]
+                link_id = len(links) + 1
+                links.append([link_id, ids[src], slot, ids[node.key], None, kind])
+                out_links.setdefault((src, slot), []).append(link_id)
+                api_inputs[name] = [str(ids[src]), slot]
+                entry = {"name": name, "type": kind, "link": link_id}
+                if is_widget:
+                    entry["widget"] = {"name": name}
+                inputs.append(entry)
+            elif not is_widget and not _optional:
+                raise KeyError(f"{workflow.name}: {node.key} ({node.type}) needs a link to {name}")
+            elif not is_widget:
+                inputs.append({"name": name, "type": kind, "link": None})
+            if is_widget:
+                value = node.values.get(name, default_value(spec))
+                if kind == "COMBO" and isinstance(spec[0], list) and value not in spec[0] and not name.endswith(("_name", "checkpoint", "image")):
+                    raise ValueError(f"{node.type}.{name}: {value!r} is not one of {spec[0]}")
+                widgets.append(value)
+                multiline += bool(options.get("multiline"))
+                if name not in node.links:
+                    api_inputs[name] = value
+                if options.get("control_after_generate"):
+                    widgets.append(node.values.get("control_after_generate", "fixed"))
+                if options.get("image_upload"):
+                    widgets.append("image")
+        for i, entry in enumerate(inputs):
+            if entry["link"] is not None:
+                links[entry["link"] - 1][4] = i
+        outputs = []
+        for slot, (kind, name) in enumerate(zip(info["output"], info["output_name"])):
+            outputs.append({"name": name, "type": kind if isinstance(kind, str) else "COMBO",
+                            "links": out_links.get((node.key, slot), []), "slot_index": slot})
+        height = node_height(max(len(inputs), len(outputs)), len(widgets), multiline)
+        if node.type in ("SaveImage", "PreviewImage", "LoadImage"):
+            height = 380
+        ui = {"id": ids[node.key], "type": node.type, "pos": list(node.pos), "size": [node.width, height], "flags": {},
+              "order": order, "mode": node.mode, "inputs": inputs, "outputs": outputs,
+              "properties": {"Node name for S&R": node.type}, "widgets_values": widgets}
+        if node.title:
+            ui["title"] = node.title
+        ui_nodes.append(ui)
+        if node.mode == 0:
+            api[str(ids[node.key])] = {"inputs": api_inputs, "class_type": node.type,
+                                       "_meta": {"title": node.title or info["display_name"]}}
+    # links filled in after every node is known: outputs need the final link lists
+    for ui in ui_nodes:
+        key = workflow.nodes[ui["id"] - 1].key
+        for out in ui["outputs"]:
+            out["links"] = out_links.get((key, out["slot_index"]), [])
+    by_key = {node.key: ui for node, ui in zip(workflow.nodes, ui_nodes)}
+    groups = []
+    for i, group in enumerate(workflow.groups):
+        members = [by_key[k] for k in group.keys]
+        x0 = min(m["pos"][0] for m in members) - 15
+        y0 = min(m["pos"][1] for m in members) - 30 - 45  # node title bar (30 px) and the group's own title
+        x1 = max(m["pos"][0] + m["size"][0] for m in members) + 15
+        y1 = max(m["pos"][1] + m["size"][1] for m in members) + 15
+        groups.append({"id": i + 1, "title": group.title, "bounding": [x0, y0, x1 - x0, y1 - y0], "color": group.color,
+                       "font_size": 22, "flags": {}})
+    ui_workflow = {
+        "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"luna-semantic-detailer/{workflow.name}")),
+        "revision": 0, "last_node_id": len(ui_nodes), "last_link_id": len(links),
+        "nodes": ui_nodes, "links": links, "groups": groups, "config": {},
+        "extra": {"ds": {"scale": 0.55, "offset": [60, 120]}, "luna": {"description": workflow.note}},
+        "version": 0.4,
+    }
+    return ui_workflow, api
+
+
+def fetch_object_info(url: str) -> dict:
+    with urllib.request.urlopen(url.rstrip("/") + "/object_info", timeout=60) as resp:
+        return json.loads(resp.read())
+
+
+def write_all(object_info: dict) -> list[str]:
+    (OUT / "api").mkdir(parents=True, exist_ok=True)
+    names = []
+    for make in WORKFLOWS:
+        workflow = make()
+        ui, api = build(workflow, object_info)
+        (OUT / f"{workflow.name}.json").write_text(json.dumps(ui, indent=1, ensure_ascii=False) + "\n")
+        (OUT / "api" / f"{workflow.name}.json").write_text(json.dumps(api, indent=1, ensure_ascii=False) + "\n")
+        names.append(workflow.name)
+    return names
+
+
+def render_thumbnails(url: str, names: list[str], scale: float = 0.6, width: int = 1024) -> None:
+    """Each workflow loaded in the UI (headless Chromium), its graph canvas drawn at `scale`, saved as <name>.jpg."""
+    import base64
+    import io
+    import sys
+
+    from PIL import Image
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from browser import open_ui  # tests/browser.py: the shared Playwright launcher
+
+    with open_ui(url) as page:
+        for name in names:
+            data = json.loads((OUT / f"{name}.json").read_text())
+            x0 = min(g["bounding"][0] for g in data["groups"]) - 20
+            y0 = min(g["bounding"][1] for g in data["groups"]) - 20
+            x1 = max(g["bounding"][0] + g["bounding"][2] for g in data["groups"]) + 20
+            y1 = max(g["bounding"][1] + g["bounding"][3] for g in data["groups"]) + 20
+            page.set_viewport_size({"width": int((x1 - x0) * scale), "height": int((y1 - y0) * scale)})
+            page.evaluate("async (w) => { await app.loadGraphData(w); }", data)
+            page.wait_for_timeout(500)
+            png = page.evaluate(
+                """([s, x, y]) => { const c = app.canvas; c.ds.scale = s; c.ds.offset = [-x, -y]; c.show_info = false;
+                   c.setDirty(true, true); c.draw(true, true);
+                   return c.canvas.toDataURL('image/png'); }""", [scale, x0, y0])
+            image = Image.open(io.BytesIO(base64.b64decode(png.split(",", 1)[1]))).convert("RGB")
+            image = image.resize((width, round(image.height * width / image.width)), Image.LANCZOS)
+            image.save(OUT / f"{name}.jpg", quality=85)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--url", default="http://127.0.0.1:8188", help="a running ComfyUI with this pack")
+    parser.add_argument("--thumbnails", action="store_true", help="also render <name>.jpg in headless Chromium")
+    args = parser.parse_args()
+    names = write_all(fetch_object_info(args.url))
+    if args.thumbnails:
+        render_thumbnails(args.url, names)
+    print("wrote", ", ".join(names))
+
+
+if __name__ == "__main__":
+    main()

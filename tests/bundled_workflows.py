@@ -1,0 +1,85 @@
+"""The bundled workflows (example_workflows/) and their test-only variant: tiny models, small sizes, no downloads."""
+from __future__ import annotations
+
+import copy
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKFLOWS = ROOT / "example_workflows"
+NAMES = ("lsd_full_pipeline", "lsd_detail_only", "lsd_global_only", "lsd_manual_regions")
+MODEL_FILE_INPUTS = {"ckpt_name", "clip_name", "model_name", "checkpoint", "image"}
+
+# Test sizes: the 4K canvas → 768, the 1.5K pass → 384, the 1K draft → 256.
+TEST_SIZES = {4096: 768, 1536: 384, 1024: 256}
+CANVAS = 768
+TEST_MODELS = "lsd_test_models"
+
+
+def ui(name: str) -> dict:
+    return json.loads((WORKFLOWS / f"{name}.json").read_text())
+
+
+def api(name: str) -> dict:
+    return json.loads((WORKFLOWS / "api" / f"{name}.json").read_text())
+
+
+def builder():
+    """scripts/build_workflows.py as a module."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import build_workflows
+    finally:
+        sys.path.pop(0)
+    return build_workflows
+
+
+def is_link(value) -> bool:
+    return isinstance(value, list) and len(value) == 2 and isinstance(value[0], str) and isinstance(value[1], int)
+
+
+def for_tests(prompt: dict, image_name: str) -> dict:
+    """The shipped API prompt with stock loaders swapped for LSDTestModels and sizes shrunk to run on a CPU."""
+    prompt = copy.deepcopy(prompt)
+    remap: dict[tuple[str, int], list] = {}
+    for node_id, node in list(prompt.items()):
+        kind, inputs = node["class_type"], node["inputs"]
+        if kind == "CheckpointLoaderSimple":
+            remap.update({(node_id, i): [TEST_MODELS, i] for i in range(3)})
+            del prompt[node_id]
+        elif kind == "CLIPVisionLoader":
+            remap[(node_id, 0)] = [TEST_MODELS, 3]
+            del prompt[node_id]
+        elif kind == "UpscaleModelLoader":
+            del prompt[node_id]
+        elif kind == "ImageUpscaleWithModel":  # a 4× upscaler → a 4× bicubic resize
+            prompt[node_id] = {"class_type": "ImageScaleBy",
+                               "inputs": {"image": inputs["image"], "upscale_method": "bicubic", "scale_by": 4.0}}
+        elif kind == "LoadImage":
+            inputs["image"] = image_name
+    prompt[TEST_MODELS] = {"class_type": "LSDTestModels", "inputs": {"seed": 0, "latent_channels": 4}}
+    for node in prompt.values():
+        inputs = node["inputs"]
+        for name, value in list(inputs.items()):
+            if is_link(value) and tuple(value) in remap:
+                inputs[name] = remap[tuple(value)]
+            elif name in ("width", "height") and not is_link(value):
+                inputs[name] = TEST_SIZES.get(value, value)
+        shrink = {"steps": 2, "tile_size": 256, "overlap": 64, "crop_size": "512", "detect_resolution": 256,
+                  "threshold": 0.0, "max_detections": 2, "min_area": 0.0}
+        inputs.update({k: v for k, v in shrink.items() if k in inputs and not is_link(inputs[k])})
+    return prompt
+
+
+def write_canvas_image(path: Path, size: int = CANVAS) -> None:
+    """A smooth RGBA picture; a transparent square is the region a user would paint in the mask editor."""
+    import numpy as np
+    from PIL import Image
+
+    y, x = np.mgrid[0:size, 0:size] / size
+    rgb = np.stack([0.5 + 0.4 * np.sin(6 * x), 0.5 + 0.4 * np.cos(5 * y), 0.5 + 0.3 * np.sin(4 * (x + y))], -1)
+    alpha = np.full((size, size), 255, np.uint8)
+    alpha[size // 4:size // 2, size // 3:size // 3 + size // 5] = 0  # LoadImage's MASK = 1 - alpha
+    pixels = np.concatenate([(rgb * 255).astype(np.uint8), alpha[..., None]], -1)
+    Image.fromarray(pixels, "RGBA").save(path)

@@ -1,0 +1,203 @@
+"""The bundled workflows (example_workflows/): valid against the live /object_info, UI and API files in agreement,
+served to the Templates browser, and each API workflow run through POST /prompt with the tiny test models."""
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import time
+import uuid
+
+import pytest
+
+from bundled_workflows import (MODEL_FILE_INPUTS, NAMES, WORKFLOWS, api, builder, for_tests, is_link, ui,
+                               write_canvas_image)
+
+pytestmark = pytest.mark.host
+
+TEST_IMAGE = "lsd_test_canvas.png"
+
+
+@pytest.fixture(scope="module")
+def object_info(comfy_server):
+    return comfy_server.get("/object_info")
+
+
+@pytest.fixture(scope="module")
+def input_image(comfy_server):
+    write_canvas_image(comfy_server.workdir / "input" / TEST_IMAGE)
+    return TEST_IMAGE
+
+
+def test_every_workflow_has_ui_api_and_thumbnail():
+    for name in NAMES:
+        assert (WORKFLOWS / f"{name}.json").is_file(), name
+        assert (WORKFLOWS / "api" / f"{name}.json").is_file(), name
+        assert (WORKFLOWS / f"{name}.jpg").stat().st_size > 5000, name
+
+
+def test_nothing_test_only_is_shipped():
+    for name in NAMES:
+        text = (WORKFLOWS / f"{name}.json").read_text() + (WORKFLOWS / "api" / f"{name}.json").read_text()
+        assert "LSDTestModels" not in text and "lsd_test" not in text, name
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_api_workflow_is_valid_against_object_info(name, object_info):
+    prompt = api(name)
+    for node_id, node in prompt.items():
+        kind = node["class_type"]
+        assert kind in object_info, f"{name}: {node_id} has unknown type {kind}"
+        info = object_info[kind]
+        required, optional = info["input"].get("required", {}), info["input"].get("optional", {})
+        missing = set(required) - set(node["inputs"])
+        assert not missing, f"{name}: {kind} ({node_id}) lacks required inputs {sorted(missing)}"
+        for input_name, value in node["inputs"].items():
+            spec = required.get(input_name) or optional.get(input_name)
+            assert spec is not None, f"{name}: {kind} has no input {input_name}"
+            if is_link(value):
+                source = prompt[value[0]]
+                out_type = object_info[source["class_type"]]["output"][value[1]]
+                want = "COMBO" if isinstance(spec[0], list) else spec[0]
+                assert want in (out_type, "*") or out_type == "*", f"{name}: {kind}.{input_name} gets {out_type}"
+            elif isinstance(spec[0], list) and input_name not in MODEL_FILE_INPUTS:
+                assert value in spec[0], f"{name}: {kind}.{input_name}={value!r} not in {spec[0]}"
+            elif spec[0] in ("INT", "FLOAT"):
+                options = spec[1] if len(spec) > 1 else {}
+                assert options.get("min", -float("inf")) <= value <= options.get("max", float("inf")), (kind, input_name)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_ui_and_api_workflows_agree(name):
+    workflow, prompt = ui(name), api(name)
+    active = {str(n["id"]): n for n in workflow["nodes"] if n.get("mode", 0) == 0}
+    assert {k: n["type"] for k, n in active.items()} == {k: n["class_type"] for k, n in prompt.items()}
+    ui_links = set()
+    for link_id, origin, origin_slot, target, target_slot, _type in workflow["links"]:
+        if str(target) in active:
+            input_name = active[str(target)]["inputs"][target_slot]["name"]
+            ui_links.add((str(target), input_name, str(origin), origin_slot))
+            assert active[str(target)]["inputs"][target_slot]["link"] == link_id
+    api_links = {(k, i, v[0], v[1]) for k, n in prompt.items() for i, v in n["inputs"].items() if is_link(v)}
+    assert ui_links == api_links
+    for node_id, node in prompt.items():
+        widgets = active[node_id].get("widgets_values", [])
+        for input_name, value in node["inputs"].items():
+            if not is_link(value):
+                assert value in widgets, f"{name}: {node['class_type']}.{input_name}={value!r} not in the UI's widgets"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_files_are_what_the_builder_makes_from_the_live_node_definitions(name, object_info):
+    """scripts/build_workflows.py regenerates both files; a node whose inputs changed shows up here."""
+    make = builder()
+    spec = next(f() for f in make.WORKFLOWS if f().name == name)
+    workflow, prompt = make.build(spec, object_info)
+    assert prompt == api(name), "stale: run scripts/build_workflows.py --url <server> --thumbnails"
+    assert workflow == ui(name), "stale: run scripts/build_workflows.py --url <server> --thumbnails"
+
+
+def test_templates_browser_lists_and_serves_them(comfy_server):
+    listed = comfy_server.get("/workflow_templates")
+    assert sorted(listed.get("luna_semantic_detailer", [])) == sorted(NAMES)  # api/ is a sub-folder: not listed
+    for name in NAMES:
+        served = comfy_server.get(f"/api/workflow_templates/luna_semantic_detailer/{name}.json")
+        served = served if isinstance(served, dict) else json.loads(served)
+        assert served == ui(name)
+        thumb = comfy_server.get(f"/api/workflow_templates/luna_semantic_detailer/{name}.jpg")
+        assert thumb[:3] == b"\xff\xd8\xff"
+
+
+async def follow(server, prompt: dict, timeout: float) -> tuple[str, list[dict]]:
+    """Queue `prompt` with our client id and read /ws until it succeeds or fails; (status, events)."""
+    import aiohttp
+
+    client_id = uuid.uuid4().hex
+    events: list[dict] = []
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(f"{server.url}/ws?clientId={client_id}") as ws:
+            async with session.post(f"{server.url}/prompt", json={"prompt": prompt, "client_id": client_id}) as resp:
+                body = await resp.json()
+                if resp.status != 200:
+                    return "rejected", [body]
+            prompt_id = body["prompt_id"]
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                msg = await ws.receive(timeout=max(1.0, deadline - time.monotonic()))
+                if msg.type != aiohttp.WSMsgType.TEXT:
+                    continue  # binary: latent previews
+                event = json.loads(msg.data)
+                if event.get("data", {}).get("prompt_id") not in (None, prompt_id):
+                    continue
+                events.append(event)
+                if event["type"] == "execution_success":
+                    return prompt_id, events
+                if event["type"] in ("execution_error", "execution_interrupted"):
+                    raise AssertionError(json.dumps(event["data"], indent=1)[:4000])
+    raise TimeoutError(f"no execution_success within {timeout} s")
+
+
+def run_followed(server, prompt: dict, timeout: float = 900.0) -> tuple[dict, list[dict]]:
+    prompt_id, events = asyncio.run(follow(server, prompt, timeout))
+    return server.get(f"/history/{prompt_id}")[prompt_id], events
+
+
+def saved_size(server, image: dict) -> tuple[int, int]:
+    from PIL import Image
+
+    query = f"/view?filename={image['filename']}&subfolder={image['subfolder']}&type={image['type']}"
+    return Image.open(io.BytesIO(server.get(query))).size
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NAMES)
+def test_bundled_workflow_runs_through_the_queue(name, comfy_server, input_image):
+    prompt = for_tests(api(name), input_image)
+    entry, events = run_followed(comfy_server, prompt)
+    kinds = [e["type"] for e in events]
+    assert "execution_start" in kinds and "progress" in kinds and kinds[-1] == "execution_success"
+    executed = {e["data"]["node"] for e in events if e["type"] == "executing" and e["data"]["node"]}
+    executed |= {n for e in events if e["type"] == "execution_cached" for n in e["data"]["nodes"]}
+    luna = {k for k, n in prompt.items() if n["class_type"].startswith("Luna")}
+    assert luna <= executed | set(entry.get("outputs", {})), f"Luna nodes not run: {luna - executed}"
+    saves = [k for k, n in prompt.items() if n["class_type"] == "SaveImage"]
+    assert saves
+    for node_id in saves:
+        images = entry["outputs"][node_id]["images"]
+        assert len(images) == 1
+        assert saved_size(comfy_server, images[0]) == (768, 768)
+    if name == "lsd_manual_regions":  # the transparent square of the test image is a painted region: one real crop
+        crops = next(k for k, n in prompt.items() if n["class_type"] == "PreviewImage")
+        assert saved_size(comfy_server, entry["outputs"][crops]["images"][0]) == (512, 512)
+    if "LunaSAM3Detector" in {n["class_type"] for n in prompt.values()}:
+        detector = next(k for k, n in prompt.items() if n["class_type"] == "LunaSAM3Detector")
+        assert entry["outputs"][detector]["images"], "the detector shows no preview on its node"
+
+
+def fault(prompt: dict, kind: str) -> dict:
+    node_id = next(k for k, n in prompt.items() if n["class_type"] == kind)
+    return prompt[node_id]
+
+
+@pytest.mark.parametrize("breakage, message", [
+    ("missing_model", "Value not in list"),
+    ("wrong_type", "Return type mismatch"),
+    ("canvas_too_small", "larger than the scaffold"),
+])
+def test_bad_input_is_a_clear_node_error_and_the_next_prompt_runs(breakage, message, comfy_server, input_image):
+    from comfy_server import PromptFailed
+
+    good = for_tests(api("lsd_global_only"), input_image)
+    bad = json.loads(json.dumps(good))
+    if breakage == "missing_model":
+        bad = api("lsd_global_only")  # the shipped file: sd_v1-5.safetensors is not in the test host
+        fault(bad, "LoadImage")["inputs"]["image"] = input_image
+    elif breakage == "wrong_type":
+        fault(bad, "LunaGlobalRefiner")["inputs"]["master_scaffold"] = fault(bad, "LunaGlobalRefiner")["inputs"]["image"]
+    else:
+        scaffold = fault(bad, "LunaNoiseScaffold")["inputs"]
+        scaffold.update(width=256, height=256)
+    with pytest.raises(PromptFailed, match=message):
+        comfy_server.run(bad, timeout=600)
+    entry = comfy_server.run(good, timeout=900)
+    assert entry["status"]["status_str"] == "success"
