@@ -13,9 +13,11 @@ run: host                 ## start ComfyUI with this pack at http://127.0.0.1:$(
 	@scripts/run-host.sh .comfyui .venv $(PORT) $(ARGS)
 
 test: host                ## the whole test suite in the local host
+	@scripts/browser.sh
 	@scripts/test.sh .comfyui .venv $(ARGS)
 
 test-fast: host           ## the suite without tests marked slow
+	@scripts/browser.sh
 	@scripts/test.sh .comfyui .venv -m "not slow" $(ARGS)
 
 host-0.28:                ## provision .venv-0.28 + .comfyui-0.28 from $(HOST_TARBALL)
