@@ -201,3 +201,18 @@ def test_bad_input_is_a_clear_node_error_and_the_next_prompt_runs(breakage, mess
         comfy_server.run(bad, timeout=600)
     entry = comfy_server.run(good, timeout=900)
     assert entry["status"]["status_str"] == "success"
+
+
+def test_every_luna_node_is_documented(object_info, comfy_server):
+    """A description, a tooltip on every input, and the docs page the node-info panel fetches for custom nodes
+    (/extensions/<pack>/docs/<Node>.md), listing every input."""
+    luna = {k: v for k, v in object_info.items() if v["python_module"].endswith("luna_semantic_detailer")}
+    assert len(luna) >= 12
+    for name, info in luna.items():
+        assert info["description"], name
+        inputs = {k: v for s in ("required", "optional") for k, v in info["input"].get(s, {}).items()}
+        untipped = [k for k, v in inputs.items() if len(v) < 2 or not v[1].get("tooltip")]
+        assert not untipped, f"{name}: inputs without a tooltip: {untipped}"
+        page = comfy_server.get(f"/extensions/luna_semantic_detailer/docs/{name}.md").decode()
+        assert page.startswith(f"# {info['display_name']}"), name
+        assert all(f"`{k}`" in page for k in inputs), f"{name}: docs page is missing inputs (scripts/build_docs.py)"
