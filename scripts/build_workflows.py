@@ -158,9 +158,9 @@ def full_pipeline() -> Workflow:
     ]
     groups = [
         Group("1 · Models and prompts", ["ckpt", "clipvision", "pos", "neg"], BLUE),
-        Group("2 · Master noise scaffold (one noise DNA for every stage)", ["scaffold", "snoise"], PURPLE),
+        Group("2 · Master noise scaffold", ["scaffold", "snoise"], PURPLE),
         Group("3 · 1K draft from the downscaled scaffold", ["latent", "guider", "ksel", "sched", "draft", "draft_image"], GREEN),
-        Group("4A · Prep option A: plain 4× (enable + connect to the detailer)", ["prep_a"], GREY),
+        Group("4A · Option A: plain 4× (unmute, connect)", ["prep_a"], GREY),
         Group("4B · Prep option B: upscaler → 1.5K light refine → 4K",
               ["upscaler", "up_1", "to_1536", "encode_1536", "sched_1536", "pass_1536", "image_1536", "up_2", "to_4k"], YELLOW),
         Group("5 · SAM3 detection on the 1K draft", ["sam3", "detect"], CYAN),

@@ -139,7 +139,7 @@ async def follow(server, prompt: dict, timeout: float) -> tuple[str, list[dict]]
 
 def run_followed(server, prompt: dict, timeout: float = 900.0) -> tuple[dict, list[dict]]:
     prompt_id, events = asyncio.run(follow(server, prompt, timeout))
-    return server.get(f"/history/{prompt_id}")[prompt_id], events
+    return server.wait(prompt_id, timeout=60), events  # /history is written just after execution_success
 
 
 def saved_size(server, image: dict) -> tuple[int, int]:
