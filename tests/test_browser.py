@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 
 import pytest
@@ -110,11 +109,13 @@ def test_template_opens_with_every_node_known_and_luna_nodes_drawn(name, page):
         assert (ARTIFACTS / "lsd_full_pipeline.png").stat().st_size > 20_000
 
 
-def test_a_template_queued_with_the_run_button(page, comfy_server):
-    """lsd_global_only from Templates, its loaders swapped in the graph for the test models, queued with Run."""
-    open_template(page, "lsd_global_only")
-    small = for_tests(api("lsd_global_only"), TEST_IMAGE)
-    page.evaluate("""([small, image]) => {
+@pytest.mark.parametrize("name, prefix", [("lsd_global_only", "refined"), ("lsd_detail_only", "detailed")])
+def test_a_template_queued_with_the_run_button(name, prefix, page, comfy_server):
+    """A template from the Templates browser, its loaders swapped in the graph for the test models and its widgets
+    set to the test sizes, queued with Run; the detector shows its preview on the node."""
+    open_template(page, name)
+    small = for_tests(api(name), TEST_IMAGE)
+    page.evaluate("""(small) => {
         const g = app.graph;
         const models = LiteGraph.createNode('LSDTestModels');
         g.add(models);
@@ -126,21 +127,22 @@ def test_a_template_queued_with_the_run_button(page, comfy_server):
           }));
           g.remove(old);
         }
-        g._nodes.find((n) => n.type === 'LoadImage').widgets.find((w) => w.name === 'image').value = image;
-        const refiner = g._nodes.find((n) => n.type === 'LunaGlobalRefiner');
-        const wanted = Object.values(small).find((n) => n.class_type === 'LunaGlobalRefiner').inputs;
-        for (const w of refiner.widgets) if (w.name in wanted && !Array.isArray(wanted[w.name])) w.value = wanted[w.name];
-    }""", [small, TEST_IMAGE])
+        for (const node of g._nodes) {
+          const wanted = small[String(node.id)]?.inputs ?? {};
+          for (const w of node.widgets ?? []) if (w.name in wanted && !Array.isArray(wanted[w.name])) w.value = wanted[w.name];
+        }
+    }""", small)
     before = set(comfy_server.get("/history"))
-    responses = []
-    page.on("response", lambda r: responses.append((r.status, r.text())) if r.url.endswith("/prompt") and r.request.method == "POST" else None)
-    page.get_by_role("button", name="Run", exact=True).first.click()
-    deadline = time.monotonic() + 30
-    while not responses and time.monotonic() < deadline:
-        page.wait_for_timeout(250)
-    assert responses and responses[0][0] == 200, responses
-    prompt_id = json.loads(responses[0][1])["prompt_id"]
+    with page.expect_response(lambda r: r.url.endswith("/prompt") and r.request.method == "POST") as queued:
+        page.get_by_role("button", name="Run", exact=True).first.click()
+    assert queued.value.status == 200, queued.value.text()
+    prompt_id = queued.value.json()["prompt_id"]
     assert prompt_id not in before
     entry = comfy_server.wait(prompt_id, timeout=600)
     saved = [img for out in entry["outputs"].values() for img in out.get("images", []) if img["type"] == "output"]
-    assert saved and saved[0]["filename"].startswith("refined") and saved[0]["subfolder"] == "lsd"
+    assert saved and saved[0]["filename"].startswith(prefix) and saved[0]["subfolder"] == "lsd"
+    detector = next((k for k, n in small.items() if n["class_type"] == "LunaSAM3Detector"), None)
+    if detector:
+        page.wait_for_function("(id) => (app.nodeOutputs?.[id]?.images?.length ?? 0) > 0", arg=detector, timeout=30_000)
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / f"{name}_after_run.png"))
