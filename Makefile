@@ -4,12 +4,14 @@ PORT ?= 8188
 HOST_TARBALL ?= ../shared/hosts/comfyui-0.28.0.tar.gz
 # 0.28's comfy.sd imports torchaudio at start-up; 2.11.0 is the newest here and loads with torch 2.14.1.
 HOST_028_EXTRA ?= torchaudio==2.11.0
-# On the 0.28 host: the server and node listing, the API runs, bundled workflows, interop and core BOUNDING_BOX.
-# The bundled workflow files are built from 0.3.75's node definitions (display names differ in 0.28): not compared here.
-# Frontend 1.45 flags (has_errors, after an async check) the loaders whose model files the test server lacks, so the
-# browser's "every node known" check races there: deselected on 0.28 until it tells missing files from unknown nodes.
-COMPAT_TESTS ?= tests/test_api_pipeline.py tests/test_browser.py tests/test_compat_028.py tests/test_host.py \
-                tests/test_interop.py tests/test_workflows.py \
+# On the 0.28 host: the whole suite (host, API, bundled workflows, browser, core BOUNDING_BOX, in-process) except
+# - the full-size SAM3 run (slow; the pack's own model code, the same on both hosts);
+# - the check that the bundled workflow files match the live node definitions: they are built on 0.3.75, and 0.28's
+#   core nodes have other display names;
+# - the browser's "every node known" check: frontend 1.45 flags (has_errors, after an async check) the loaders whose
+#   model files the test server lacks, so it races there until it tells missing files from unknown nodes.
+COMPAT_TESTS ?= tests \
+                --deselect tests/test_sam3_daemon.py::test_full_size_sam3_runs_one_1008px_detection \
                 --deselect tests/test_workflows.py::test_files_are_what_the_builder_makes_from_the_live_node_definitions \
                 --deselect tests/test_browser.py::test_template_opens_with_every_node_known_and_luna_nodes_drawn
 export PYTHON
@@ -33,7 +35,7 @@ test-fast: host           ## the suite without tests marked slow
 host-0.28:                ## provision .venv-0.28 + .comfyui-0.28 from $(HOST_TARBALL)
 	@scripts/provision-host.sh $(HOST_TARBALL) .comfyui-0.28 .venv-0.28 $(HOST_028_EXTRA)
 
-test-compat:              ## host, API, workflow and core-type tests on ComfyUI 0.28 (skipped, exit 0, without $(HOST_TARBALL))
+test-compat:              ## the suite (but the full-size SAM3 run) on ComfyUI 0.28 (skipped, exit 0, without $(HOST_TARBALL))
 	@if [ ! -f "$(HOST_TARBALL)" ]; then \
 	  echo "test-compat: skipped: no ComfyUI 0.28 tarball at $(HOST_TARBALL) (set HOST_TARBALL=/path/to/comfyui-0.28.0.tar.gz)"; \
 	else \
