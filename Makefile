@@ -21,8 +21,15 @@ export PYTHON
 host:                     ## provision .venv + .comfyui (ComfyUI 0.3.75 from PyPI) with this pack linked
 	@scripts/provision-host.sh horde .comfyui .venv
 
+COMFYUI_PYTHON ?= python3
+
+ifdef COMFYUI_DIR
+run:                      ## start an existing ComfyUI (COMFYUI_DIR, run by COMFYUI_PYTHON) with this pack linked in
+	@scripts/run-host.sh "$(COMFYUI_DIR)" "$(COMFYUI_PYTHON)" $(PORT) $(ARGS)
+else
 run: host                 ## start ComfyUI with this pack at http://127.0.0.1:$(PORT)
-	@scripts/run-host.sh .comfyui .venv $(PORT) $(ARGS)
+	@scripts/run-host.sh .comfyui .venv/bin/python $(PORT) $(ARGS)
+endif
 
 test: host                ## the whole test suite in the local host
 	@scripts/browser.sh
