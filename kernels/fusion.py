@@ -4,14 +4,21 @@ ComfyUI's ClipVisionModel.encode_image resizes (bicubic, antialiased) and centre
 quantises to 1/255 and normalises; its `last_hidden_state` is the encoder output before `post_layernorm` for
 CLIP-ViT (SigLIP applies the norm itself) and `image_embeds` is the projection of the class token only. Here the
 same layer norm and the model's own `visual_projection` are applied to every token (class token first).
+
+SDXL's context (2048) is CLIP-L's hidden state (768) followed by OpenCLIP-bigG's (1280); a ViT-L/14 (projection
+768) or ViT-bigG/14 (1280) tower's tokens fill their own encoder's slot there, the other dims zero.
 """
 from __future__ import annotations
 
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 Conditioning = list[list[Any]]
+
+# (token width, text context width) -> zero dims (before, after) the tokens.
+CONTEXT_SLOTS: dict[tuple[int, int], tuple[int, int]] = {(768, 2048): (0, 1280), (1280, 2048): (768, 0)}
 
 
 def vision_tokens(clip_vision: Any, images: torch.Tensor) -> torch.Tensor:
@@ -42,23 +49,32 @@ def _repeat_batch(tensor: torch.Tensor, batch: int, what: str) -> torch.Tensor:
     raise ValueError(f"{what} has batch {tensor.shape[0]} but the crops have batch {batch}: it must be 1 or {batch}")
 
 
+def fit_context(tokens: torch.Tensor, text_width: int) -> torch.Tensor:
+    """Tokens [B, T, D] placed in a text context of width `text_width`: as they are, or zero-padded into their slot."""
+    width = tokens.shape[-1]
+    if width == text_width:
+        return tokens
+    slot = CONTEXT_SLOTS.get((width, text_width))
+    if slot is None:
+        raise ValueError(
+            f"CLIP-ViT projects to {width} but the model's text context is {text_width}: "
+            "use a CLIP vision model whose projection matches (SDXL: ViT-L/14 or ViT-bigG/14), "
+            "or set vision_strength 0 / disconnect clip_vision"
+        )
+    return F.pad(tokens, slot)
+
+
 def fuse_conditioning(conditioning: Conditioning, tokens: torch.Tensor | None, strength: float) -> Conditioning:
-    """Per cond entry [text repeated to B, strength * tokens] on dim 1 -> [B, L + T, D], pooled_output repeated; tokens None or strength 0: unchanged."""
+    """Per cond entry [text repeated to B, strength * tokens in the context] on dim 1 -> [B, L + T, D], pooled_output repeated; tokens None or strength 0: unchanged."""
     if tokens is None or strength == 0:
         return conditioning
     if tokens.ndim != 3:
         raise ValueError(f"tokens must be [B, T, D], got {tuple(tokens.shape)}")
-    batch, _, width = tokens.shape
+    batch = tokens.shape[0]
     fused = []
     for cond, options in conditioning:
-        text_width = cond.shape[-1]
-        if width != text_width:
-            raise ValueError(
-                f"CLIP-ViT projects to {width} but the model's text context is {text_width}: "
-                "use a CLIP vision model whose projection matches, or set vision_strength 0 / disconnect clip_vision"
-            )
         text = _repeat_batch(cond, batch, "the text conditioning")
-        vision = tokens.to(device=cond.device, dtype=cond.dtype) * strength
+        vision = fit_context(tokens.to(device=cond.device, dtype=cond.dtype) * strength, cond.shape[-1])
         options = dict(options)
         pooled = options.get("pooled_output")
         if isinstance(pooled, torch.Tensor):

@@ -124,6 +124,24 @@ def test_width_mismatch_is_a_clear_error():
     assert "vision_strength 0" in str(info.value) and "projection matches" in str(info.value)
 
 
+@pytest.mark.parametrize("width, before", [(768, 0), (1280, 768)])
+def test_sdxl_context_takes_vit_tokens_in_their_encoders_slot(width, before):
+    text = [[torch.randn(1, 77, 2048), {"pooled_output": torch.randn(1, 1280)}]]
+    tokens = torch.randn(2, 5, width)
+    cond = fuse_conditioning(text, tokens, 0.5)[0][0]
+    assert cond.shape == (2, 82, 2048)
+    expected = torch.zeros(2, 5, 2048)
+    expected[..., before:before + width] = tokens * 0.5
+    assert torch.equal(cond[:, 77:], expected)
+    assert torch.equal(cond[:, :77], text[0][0].expand(2, -1, -1))
+
+
+def test_a_width_without_a_slot_in_the_sdxl_context_is_refused():
+    text = [[torch.randn(1, 77, 2048), {}]]
+    with pytest.raises(ValueError, match="projects to 1024 but the model's text context is 2048"):
+        fuse_conditioning(text, torch.randn(1, 5, 1024), 1.0)
+
+
 def test_text_batch_that_is_neither_one_nor_the_crop_batch_is_refused():
     cond, options = _text()[0]
     with pytest.raises(ValueError, match="batch 2 but the crops have batch 3"):
