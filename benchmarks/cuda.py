@@ -1,0 +1,447 @@
+"""The pipeline at 4K with SDXL-size random-weight models on CUDA, against sequential stock-ComfyUI baselines.
+
+Run from the repository root on a CUDA machine: `.venv/bin/python benchmarks/cuda.py [--out DIR] [--profile]`;
+`--tiny` runs the same script on the CPU with the tests' tiny models on a small canvas. Reported per run: wall time,
+UNet calls and their batch sizes, UNet FLOPs (FlopCounterMode on one forward per input shape × image-forwards), the
+fraction of the bf16 dense peak that wall time achieves, peak memory, and the share of wall time outside the UNet.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from harness import measure, setup
+
+SDXL_UNET = {
+    "use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True, "legacy": False,
+    "num_classes": "sequential", "adm_in_channels": 2816, "in_channels": 4, "model_channels": 320,
+    "num_res_blocks": [2, 2, 2], "transformer_depth": [0, 0, 2, 2, 10, 10], "channel_mult": [1, 2, 4],
+    "transformer_depth_middle": 10, "use_linear_in_transformer": True, "context_dim": 2048, "num_head_channels": 64,
+    "transformer_depth_output": [0, 0, 0, 2, 2, 2, 10, 10, 10], "use_temporal_attention": False,
+    "use_temporal_resblock": False,
+}
+SD_VAE = {"params": {"embed_dim": 4, "ddconfig": {
+    "double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 128,
+    "ch_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0}}}
+BF16_DENSE_TFLOPS = {"H100": 798.0, "H200": 790.0}
+CONCEPTS = "face, hand, person, text"
+
+
+@dataclass(frozen=True)
+class Settings:
+    canvas: int = 4096
+    tile: int = 1024
+    overlap: int = 128
+    steps: int = 20
+    cfg: float = 7.0
+    sampler_name: str = "dpmpp_2m"
+    scheduler: str = "karras"
+    denoise: float = 0.35
+    max_batch: int = 8
+    crop: str = "1024"
+    detections: int = 8
+    vision_strength: float = 0.3
+    detect_size: int = 1008
+
+    def sampling(self) -> dict:
+        return dict(steps=self.steps, cfg=self.cfg, sampler_name=self.sampler_name, scheduler=self.scheduler,
+                    denoise=self.denoise)
+
+
+TINY = Settings(canvas=1024, tile=256, overlap=32, steps=4, crop="512", detections=4, detect_size=112)
+
+
+@dataclass
+class Models:
+    model: object
+    vae: object
+    clip_vision: object
+    positive: list
+    negative: list
+
+
+@dataclass
+class UnetMeter:
+    """Every UNet call of a run, through ComfyUI's model_function_wrapper: input shape, context length, device time."""
+
+    calls: list = field(default_factory=list)
+    pending: list = field(default_factory=list)
+    flops_per_image: dict = field(default_factory=dict)
+    count_flops: bool = False
+
+    def __call__(self, apply_model, args):
+        import torch
+
+        x, c = args["input"], args["c"]
+        key = (tuple(x.shape[1:]), int(c["c_crossattn"].shape[1]))
+        if self.count_flops and key not in self.flops_per_image:
+            from torch.utils.flop_counter import FlopCounterMode
+
+            one = {k: v[:1] if isinstance(v, torch.Tensor) and v.shape[:1] == x.shape[:1] else v for k, v in c.items()}
+            with FlopCounterMode(display=False) as counter:
+                apply_model(x[:1], args["timestep"][:1], **one)
+            self.flops_per_image[key] = counter.get_total_flops()
+        if x.is_cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            out = apply_model(x, args["timestep"], **c)
+            end.record()
+            self.pending.append((start, end))
+        else:
+            t0 = time.perf_counter()
+            out = apply_model(x, args["timestep"], **c)
+            self.pending.append(time.perf_counter() - t0)
+        self.calls.append((key, x.shape[0]))
+        return out
+
+    def reset(self) -> None:
+        self.calls.clear()
+        self.pending.clear()
+
+    def seconds(self) -> float:
+        import torch
+
+        if self.pending and not isinstance(self.pending[0], float):
+            torch.cuda.synchronize()
+            return sum(s.elapsed_time(e) for s, e in self.pending) / 1000
+        return sum(self.pending)
+
+    def flops(self) -> float:
+        return sum(self.flops_per_image[key] * batch for key, batch in self.calls if key in self.flops_per_image)
+
+
+def randomize_(module, seed: int) -> None:
+    """Fan-in scaled normal weights, unit norm scales, zero biases, drawn on the module's own device."""
+    import torch
+
+    generator = None
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if generator is None or generator.device != p.device:
+                generator = torch.Generator(p.device).manual_seed(seed)
+            if p.ndim >= 2:
+                p.normal_(0.0, 1.0 / math.sqrt(math.prod(p.shape[1:])), generator=generator)
+            elif name.endswith("weight"):
+                p.fill_(1.0)
+            else:
+                p.zero_()
+
+
+def sdxl_model():
+    """An SDXL-size UNet (ComfyUI's comfy.supported_models.SDXL), fp16 on CUDA, random weights, as a ComfyUI MODEL."""
+    import torch
+
+    import comfy.model_management as mm
+    import comfy.model_patcher
+    import comfy.supported_models
+
+    config = comfy.supported_models.SDXL(dict(SDXL_UNET))
+    config.set_inference_dtype(torch.float16 if torch.cuda.is_available() else torch.float32, None)
+    model = config.get_model({}, "", device=mm.get_torch_device())
+    randomize_(model.diffusion_model, 0)
+    return comfy.model_patcher.ModelPatcher(model, load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device())
+
+
+def full_models() -> Models:
+    """SDXL-size UNet, SD VAE and CLIP-ViT-L/14, all random; SDXL-shaped random prompts."""
+    import torch
+
+    import comfy.clip_vision
+    import comfy.ldm.models.autoencoder
+    import comfy.sd
+    from fixtures.tiny_models import random_state_dict
+
+    with torch.device("meta"):
+        template = comfy.ldm.models.autoencoder.AutoencoderKL(**SD_VAE["params"]).state_dict()
+    vae = comfy.sd.VAE(sd=random_state_dict(template, 1), config=SD_VAE)
+    clip_vision = comfy.clip_vision.ClipVisionModel(str(Path(comfy.clip_vision.__file__).with_name("clip_vision_config_vitl.json")))
+    clip_vision.load_sd(random_state_dict(clip_vision.get_sd(), 3))
+    generator = torch.Generator().manual_seed(4)
+
+    def prompt():
+        return [[torch.randn(1, 77, 2048, generator=generator), {"pooled_output": torch.randn(1, 1280, generator=generator)}]]
+
+    return Models(sdxl_model(), vae, clip_vision, prompt(), prompt())
+
+
+def tiny_models() -> Models:
+    from fixtures.tiny_models import tiny_clip, tiny_clip_vision, tiny_model, tiny_vae
+
+    clip = tiny_clip()
+    positive = clip.encode_from_tokens_scheduled(clip.tokenize("a photo"))
+    negative = clip.encode_from_tokens_scheduled(clip.tokenize(""))
+    return Models(tiny_model(), tiny_vae(), tiny_clip_vision(), positive, negative)
+
+
+def write_sam3(folder: Path, full: bool) -> str:
+    """A random SAM3 (full-size transformers Sam3Model, or the tests' tiny one) as facebook/sam3's model.safetensors, registered with folder_paths."""
+    import folder_paths
+    from fixtures.tiny_sam3 import build_tiny_sam3, config_json, write_hf_checkpoint
+
+    if full:
+        from transformers import Sam3Config
+
+        model = build_tiny_sam3(config=Sam3Config())
+    else:
+        model = build_tiny_sam3()
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(config_json(model)))
+    write_hf_checkpoint(model, folder / "model.safetensors", with_tracker=False)
+    folder_paths.add_model_folder_path("sam3", str(folder), is_default=True)
+    return "model.safetensors"
+
+
+def tile_boxes(count: int) -> list[tuple[float, float, float, float]]:
+    """`count` objects, each 1/10 of the canvas, centred in the cells of a 4×4 grid: their crops never overlap."""
+    centers = [((i % 4 + 0.5) / 4, (i // 4 + 0.5) / 4) for i in range(count)]
+    return [(x - 0.05, y - 0.05, x + 0.05, y + 0.05) for x, y in centers]
+
+
+def stock_refine(m: Models, pixels, s: Settings, seed: int, mask=None):
+    """One stock ComfyUI pass at batch 1: VAEEncode (+ SetLatentNoiseMask), KSampler, VAEDecode."""
+    import nodes
+
+    latent = nodes.VAEEncode().encode(m.vae, pixels)[0]
+    if mask is not None:
+        latent = nodes.SetLatentNoiseMask().set_mask(latent, mask)[0]
+    latent = nodes.KSampler().sample(m.model, seed, s.steps, s.cfg, s.sampler_name, s.scheduler, m.positive, m.negative,
+                                     latent, denoise=s.denoise)[0]
+    return nodes.VAEDecode().decode(m.vae, latent)[0]
+
+
+def runs(m: Models, s: Settings, image, scaffold):
+    """name -> (zero-argument call, whether its UNet time matters): the variants measured."""
+    import torch
+
+    from luna_semantic_detailer.kernels.masks import blend_, detection_alpha, tile_alpha
+    from luna_semantic_detailer.kernels.planning import plan_crop, plan_tiles
+    from luna_semantic_detailer.kernels.regions import box_mask
+    from luna_semantic_detailer.luna_types import Detection, DetectionData
+    from luna_semantic_detailer.nodes.detailer import CROP_SIZES, LunaSAM3Detailer
+    from luna_semantic_detailer.nodes.refiner import LunaGlobalRefiner
+
+    detections = DetectionData(tuple(Detection(b, None, 1.0, "face") for b in tile_boxes(s.detections)),
+                               (s.canvas, s.canvas))
+    anchoring = dict(clip_vision=m.clip_vision)
+
+    def refiner(vision: float):
+        return lambda: LunaGlobalRefiner().refine(image, scaffold, m.model, m.positive, m.negative, m.vae, s.tile,
+                                                  s.overlap, vision_strength=vision, max_batch=s.max_batch,
+                                                  **s.sampling(), **anchoring)
+
+    def refiner_sequential():
+        out = image.clone()
+        for t in plan_tiles(s.canvas, s.canvas, s.tile, s.overlap):
+            refined = stock_refine(m, out[:, t.y:t.y + t.height, t.x:t.x + t.width], s, scaffold.seed)
+            blend_(out, refined, tile_alpha(t.height, t.width, s.overlap, t.x > 0, t.y > 0, False, False), t.x, t.y)
+        return out
+
+    def detailer(vision: float):
+        return lambda: LunaSAM3Detailer().detail(image, scaffold, detections, m.model, m.positive, m.negative, m.vae,
+                                                 crop_size=s.crop, context_padding=1.5, mask_dilation=16,
+                                                 mask_feather=32, vision_strength=vision, max_batch=s.max_batch,
+                                                 labels="", **s.sampling(), **anchoring)
+
+    def detailer_sequential():
+        out = image.clone()
+        for d in detections.detections:
+            c = plan_crop(d.box, s.canvas, s.canvas, 1.5, CROP_SIZES[s.crop], 8)
+            x0, y0, x1, y1 = ((v * s.canvas - o) / c.size for v, o in zip(d.box, (c.x, c.y, c.x, c.y)))
+            alpha = detection_alpha(box_mask(torch.tensor([[x0, y0, x1, y1]]), c.size, c.size), 16, 32)
+            refined = stock_refine(m, out[:, c.y:c.y + c.size, c.x:c.x + c.size], s, scaffold.seed, mask=alpha)
+            blend_(out, refined, alpha[0], c.x, c.y)
+        return out
+
+    return {
+        "refiner": refiner(0.0),
+        "refiner+clip_vit": refiner(s.vision_strength),
+        "refiner_sequential_ksampler": refiner_sequential,
+        "detailer": detailer(0.0),
+        "detailer+clip_vit": detailer(s.vision_strength),
+        "detailer_sequential_ksampler": detailer_sequential,
+    }
+
+
+def peak_tflops(args) -> float | None:
+    import torch
+
+    if args.peak_tflops:
+        return args.peak_tflops
+    if not torch.cuda.is_available():
+        return None
+    name = torch.cuda.get_device_name()
+    return next((v for k, v in BF16_DENSE_TFLOPS.items() if k in name), None)
+
+
+def sampling_runs(m: Models, s: Settings, args, peak: float | None) -> list[dict]:
+    import torch
+
+    from luna_semantic_detailer.kernels.noise import make_scaffold
+    from luna_semantic_detailer.luna_types import NoiseScaffold
+
+    meter = UnetMeter()
+    m.model = m.model.clone()
+    m.model.set_model_unet_function_wrapper(meter)
+    image = torch.rand(1, s.canvas, s.canvas, 3, generator=torch.Generator().manual_seed(0))
+    scaffold = NoiseScaffold(make_scaffold(s.canvas, s.canvas, 5), s.canvas, s.canvas, 8, 5)
+    rows = []
+    for name, fn in runs(m, s, image, scaffold).items():
+        if args.only and not any(name.startswith(o) for o in args.only):
+            continue
+        meter.count_flops = True
+        fn()
+        meter.count_flops = False
+        meter.reset()
+        profiler = profile_context(args, name)
+        with profiler:
+            wall, peak_mib = measure(fn)
+        if profiler is not None and hasattr(profiler, "export_chrome_trace"):
+            write_profile(profiler, args.out / f"profile_{name.replace('+', '_')}")
+        unet_s, flops = meter.seconds(), meter.flops()
+        rows.append({
+            "run": name, "wall_s": round(wall, 3), "unet_calls": len(meter.calls),
+            "unet_batches": dict(Counter(batch for _, batch in meter.calls)),
+            "context_lengths": sorted({key[1] for key, _ in meter.calls}),
+            "unet_tflop": round(flops / 1e12, 3), "achieved_tflops": round(flops / wall / 1e12, 3),
+            "peak_fraction": round(flops / wall / 1e12 / peak, 3) if peak else None,
+            "outside_unet": round(1 - unet_s / wall, 3), "peak_mib": round(peak_mib),
+        })
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def detector_runs(s: Settings, args, folder: Path) -> list[dict]:
+    import torch
+    from transformers import Sam3Model
+
+    from luna_semantic_detailer.daemon.host import daemon
+    from luna_semantic_detailer.nodes.sam3 import LunaSAM3Detector, LunaSAM3Loader
+
+    vision_calls = []
+    real = Sam3Model.get_vision_features
+
+    def counting(self, *a, **k):
+        vision_calls.append(1)
+        return real(self, *a, **k)
+
+    Sam3Model.get_vision_features = counting
+    images = torch.rand(4, s.detect_size, s.detect_size, 3, generator=torch.Generator().manual_seed(1))
+    handle = LunaSAM3Loader().load(write_sam3(folder, full=not args.tiny), "auto", "auto")[0]
+
+    def detect(batch: int):
+        return LunaSAM3Detector().detect(handle, images[:batch], CONCEPTS, 0.5, 20, 0.0, s.detect_size)
+
+    rows = []
+    daemon().release_all()
+    wall, peak_mib = measure(lambda: detect(1))
+    rows.append({"run": "detector_first_call_b1", "wall_s": round(wall, 3), "peak_mib": round(peak_mib),
+                 "vision_calls": len(vision_calls)})
+    for batch in (1, 4):
+        walls = []
+        for _ in range(args.repeats):
+            vision_calls.clear()
+            wall, peak_mib = measure(lambda: detect(batch))
+            walls.append(wall)
+        median = statistics.median(walls)
+        rows.append({"run": f"detector_warm_b{batch}", "wall_s": round(median, 4),
+                     "ms_per_image": round(1000 * median / batch, 1), "peak_mib": round(peak_mib),
+                     "concepts": len(CONCEPTS.split(",")), "vision_calls": len(vision_calls)})
+    for row in rows:
+        print(json.dumps(row), flush=True)
+    Sam3Model.get_vision_features = real
+    return rows
+
+
+def profile_context(args, name: str):
+    """torch.profiler around the measured call of the runs named by --profile, else a no-op context."""
+    import contextlib
+
+    import torch
+
+    if not args.profile or not any(name.startswith(p) for p in args.profile):
+        return contextlib.nullcontext()
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if torch.cuda.is_available():
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    return torch.profiler.profile(activities=activities, record_shapes=False)
+
+
+def write_profile(profiler, stem: Path) -> None:
+    import torch
+
+    sort = "cuda_time_total" if torch.cuda.is_available() else "cpu_time_total"
+    stem.with_suffix(".txt").write_text(profiler.key_averages().table(sort_by=sort, row_limit=40))
+    profiler.export_chrome_trace(str(stem.with_suffix(".json")))
+
+
+def unet_forward_tflop(m: Models, s: Settings) -> float:
+    """FLOPs of one UNet forward at batch 1 on a tile-size latent with the text context (FlopCounterMode)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    import comfy.model_management as mm
+
+    mm.load_models_gpu([m.model])
+    base = m.model.model
+    x = torch.zeros(1, 4, s.tile // 8, s.tile // 8, device=mm.get_torch_device())
+    context = m.positive[0][0].to(x.device)
+    extra = {}
+    if "pooled_output" in m.positive[0][1] and getattr(base, "adm_channels", 0):
+        extra["y"] = base.encode_adm(pooled_output=m.positive[0][1]["pooled_output"].to(x.device), width=s.tile,
+                                     height=s.tile, target_width=s.tile, target_height=s.tile)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        base.apply_model(x, torch.ones(1, device=x.device), c_crossattn=context, **extra)
+    return counter.get_total_flops() / 1e12
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tiny", action="store_true", help="CPU-sized check: the tests' tiny models, a 1024² canvas")
+    parser.add_argument("--out", type=Path, default=Path("benchmark-results"))
+    parser.add_argument("--only", nargs="*", help="run names to keep (prefixes: refiner, detailer, detector)")
+    parser.add_argument("--profile", nargs="*", help="run names (prefixes) to profile with torch.profiler")
+    parser.add_argument("--repeats", type=int, default=3, help="warm detector calls per batch size (median)")
+    for name, kind in (("canvas", int), ("tile", int), ("overlap", int), ("steps", int), ("max_batch", int),
+                       ("crop", str), ("detections", int), ("vision_strength", float)):
+        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, help=f"override the {name} setting")
+    parser.add_argument("--peak-tflops", type=float, help="dense bf16 peak of the GPU (default: by name, H100 798)")
+    args = parser.parse_args()
+    setup()
+    import torch
+
+    if not args.tiny and not torch.cuda.is_available():
+        print("no CUDA: full-size models on the CPU (a check of the script, not a benchmark); --tiny is the CPU mode",
+              file=sys.stderr)
+    s = replace(TINY if args.tiny else Settings(),
+                **{k: v for k, v in vars(args).items() if k in Settings.__dataclass_fields__ and v is not None})
+    args.out.mkdir(parents=True, exist_ok=True)
+    peak = peak_tflops(args)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as folder:
+        m = tiny_models() if args.tiny else full_models()
+        built = time.perf_counter() - started
+        report = {
+            "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+            "torch": torch.__version__, "settings": asdict(s), "peak_bf16_tflops": peak,
+            "models_built_s": round(built, 1), "unet_forward_tflop": round(unet_forward_tflop(m, s), 4),
+        }
+        print(json.dumps(report), flush=True)
+        report["runs"] = []
+        if not args.only or any(o.startswith(("refiner", "detailer")) for o in args.only):
+            report["runs"] += sampling_runs(m, s, args, peak)
+        if not args.only or any(o.startswith("detector") for o in args.only):
+            report["runs"] += detector_runs(s, args, Path(folder))
+    (args.out / "cuda_benchmark.json").write_text(json.dumps(report, indent=1))
+    print(f"wrote {args.out / 'cuda_benchmark.json'}")
+
+
+if __name__ == "__main__":
+    main()
