@@ -1,0 +1,451 @@
+"""CUDA checks (issue 10, item 3): kernels on CUDA against float64 CPU references, the GlobalRefiner on CUDA against
+the CPU, VRAM released after ComfyUI's unload, and no host syncs in the per-tile kernels. Skipped without CUDA.
+
+Tolerances: kernels in float32 on CUDA vs float64 references, 1e-6 (masks, smoothstep, ramps, in 0..1), 1e-5 (noise
+resampling, O(1) values through two matmuls), 1e-4 (bilinear mask cut-outs: float32 sampling coordinates); noise
+slicing, box masks, boxes and connected regions exactly. The refiner: see cuda_reference.assert_same_refine.
+"""
+from __future__ import annotations
+
+import gc
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from cuda_reference import assert_same_refine, run_in_subprocess, small_refine
+from luna_semantic_detailer.kernels.detections import connected_regions, mask_boxes
+from luna_semantic_detailer.kernels.fusion import fuse_conditioning
+from luna_semantic_detailer.kernels.masks import blend_, detection_alpha, smoothstep, tile_alpha, tile_feather
+from luna_semantic_detailer.kernels.noise import make_scaffold, slice_noise
+from luna_semantic_detailer.kernels.regions import box_mask, mask_regions
+from luna_semantic_detailer.kernels.resample import bridge_shape, downscale_noise, integral_downscale
+
+pytestmark = [
+    pytest.mark.cuda,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: torch.cuda.is_available() is False"),
+]
+
+MiB = 1 << 20
+
+
+def gen(seed: int) -> torch.Generator:
+    return torch.Generator("cpu").manual_seed(seed)
+
+
+def smoothstep64(m: np.ndarray) -> np.ndarray:
+    m = np.clip(np.asarray(m, dtype=np.float64), 0.0, 1.0)
+    return 3 * m**2 - 2 * m**3
+
+
+# --- noise ------------------------------------------------------------------------------------------------------
+
+
+def test_scaffold_is_drawn_on_the_cpu_bit_identically_even_under_a_cuda_default_device():
+    expected = torch.randn((1, 4, 33, 41), generator=gen(123), dtype=torch.float32)
+    with torch.device("cuda"):
+        scaffold = make_scaffold(321, 263, 123)
+    assert scaffold.device.type == "cpu" and scaffold.dtype == torch.float32
+    assert torch.equal(scaffold, expected)
+    assert torch.equal(scaffold.cuda().cpu(), scaffold)
+
+
+def test_slicing_a_cuda_scaffold_equals_slicing_it_on_the_cpu_exactly():
+    cpu = make_scaffold(512, 384, 7, channels=16)
+    boxes = [(0, 0, 128, 96), (384, 288, 128, 96), (200, 40, 128, 96)]
+    out = slice_noise(cpu.cuda(), boxes, 8)
+    assert out.device.type == "cuda" and out.shape == (3, 16, 12, 16)
+    assert torch.equal(out.cpu(), slice_noise(cpu, boxes, 8))
+    reference = cpu.double()
+    for got, (x, y, w, h) in zip(out, boxes):
+        assert torch.equal(got.cpu().double(), reference[0, :, y // 8:(y + h) // 8, x // 8:(x + w) // 8])
+
+
+# --- resample ---------------------------------------------------------------------------------------------------
+
+
+def naive_integral_downscale(noise: np.ndarray, z: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
+    """Loop over source cells: each sends w_k * x + sqrt(w_k) * z_k - w_k * sum_j sqrt(w_j) z_j to its (up to) four
+    overlapped output cells k; the sum is divided by sqrt(in/out area). float64 throughout."""
+    _, _, h, w = noise.shape
+
+    def parts(n: int, m: int, p: int) -> list[tuple[int, float]]:
+        a = p * m // n
+        f = (min((p + 1) * m, (a + 1) * n) - p * m) / m
+        return [(a, f), (a + 1, 1.0 - f)]
+
+    out = np.zeros(noise.shape[:2] + (out_h, out_w))
+    for py in range(h):
+        for px in range(w):
+            pieces = [(ty, tx, wy * wx, z[:, :, dy * h + py, dx * w + px])
+                      for dy, (ty, wy) in enumerate(parts(h, out_h, py))
+                      for dx, (tx, wx) in enumerate(parts(w, out_w, px))]
+            total = sum(math.sqrt(wk) * zk for _, _, wk, zk in pieces)
+            for ty, tx, wk, zk in pieces:
+                if wk > 0:
+                    out[:, :, ty, tx] += wk * noise[:, :, py, px] + math.sqrt(wk) * zk - wk * total
+    return out / math.sqrt(h * w / (out_h * out_w))
+
+
+@pytest.mark.parametrize("in_hw,out_hw", [((13, 11), (5, 4)), ((12, 18), (4, 6)), ((9, 16), (7, 3))])
+def test_integral_downscale_on_cuda_matches_a_float64_loop(in_hw, out_hw):
+    noise = torch.randn((2, 3, *in_hw), generator=gen(1))
+    z = torch.randn(bridge_shape(noise), generator=gen(2))
+    out = integral_downscale(noise.cuda(), z.cuda(), out_hw)
+    assert out.device.type == "cuda" and out.dtype == torch.float32
+    expected = naive_integral_downscale(noise.double().numpy(), z.double().numpy(), *out_hw)
+    np.testing.assert_allclose(out.cpu().double().numpy(), expected, rtol=0, atol=1e-5)
+    assert torch.equal(integral_downscale(noise.cuda(), z.cuda(), out_hw), out), "not deterministic on CUDA"
+
+
+def test_integer_ratio_on_cuda_is_area_times_sqrt_ratio():
+    noise = torch.randn((1, 4, 96, 64), generator=gen(3))
+    out = downscale_noise(noise.cuda(), (24, 32), seed=4)
+    expected = torch.nn.functional.avg_pool2d(noise.double(), (4, 2)) * math.sqrt(8)
+    torch.testing.assert_close(out.cpu().double(), expected, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("seed", [5, [11, 12]])
+def test_downscale_noise_on_cuda_matches_float64_cpu(seed):
+    noise = torch.randn((2, 4, 96, 80), generator=gen(6))
+    out = downscale_noise(noise.cuda(), (36, 30), seed=seed)
+    assert out.device.type == "cuda" and out.dtype == torch.float32
+    reference = downscale_noise(noise.double(), (36, 30), seed=seed)
+    assert reference.dtype == torch.float64
+    torch.testing.assert_close(out.cpu().double(), reference, rtol=0, atol=1e-5)
+
+
+# --- masks ------------------------------------------------------------------------------------------------------
+
+
+def test_smoothstep_on_cuda_matches_the_closed_form():
+    m = torch.linspace(-0.5, 1.5, 4001)
+    out = smoothstep(m.cuda())
+    np.testing.assert_allclose(out.cpu().double().numpy(), smoothstep64(m.double().numpy()), rtol=0, atol=1e-6)
+    assert smoothstep(torch.tensor([-1.0, 0.0, 1.0, 2.0], device="cuda")).tolist() == [0.0, 0.0, 1.0, 1.0]
+
+
+@pytest.mark.parametrize("moved", [False, True], ids=["all-cuda", "refined-and-alpha-on-cpu"])
+def test_blend_on_cuda_matches_float64_lerp_and_is_exact_at_the_ends(moved):
+    g = gen(8)
+    canvas = torch.rand((2, 40, 56, 3), generator=g)
+    refined = torch.rand((1, 24, 32, 3), generator=g)
+    alpha = torch.rand((2, 24, 32), generator=g)
+    alpha[:, :4] = 0.0
+    alpha[:, -4:] = 1.0
+    x, y = 17, 9
+    out = canvas.clone().cuda()
+    blend_(out, refined if moved else refined.cuda(), alpha if moved else alpha.cuda(), x, y)
+    assert out.device.type == "cuda"
+    expected = canvas.double().clone()
+    region = expected[:, y:y + 24, x:x + 32]
+    region += alpha.double()[..., None] * (refined.double() - region)
+    np.testing.assert_allclose(out.cpu().double().numpy(), expected.numpy(), rtol=0, atol=1e-6)
+    got = out.cpu()
+    outside = torch.ones(40, 56, dtype=torch.bool)
+    outside[y:y + 24, x:x + 32] = False
+    assert torch.equal(got[:, outside], canvas[:, outside])
+    assert torch.equal(got[:, y:y + 4, x:x + 32], canvas[:, y:y + 4, x:x + 32])
+    assert torch.equal(got[:, y + 20:y + 24, x:x + 32], refined.expand(2, -1, -1, -1)[:, 20:])
+
+
+def naive_ramp(length: int, overlap: int, low: bool, high: bool) -> np.ndarray:
+    out = np.ones(length)
+    for i in range(length):
+        if low and i < overlap:
+            out[i] = min(out[i], (i + 0.5) / overlap)
+        if high and length - 1 - i < overlap:
+            out[i] = min(out[i], (length - 1 - i + 0.5) / overlap)
+    return out
+
+
+@pytest.mark.parametrize("height,width,overlap,flags", [
+    (128, 128, 32, (True, True, False, False)),
+    (96, 128, 48, (True, False, True, True)),
+    (37, 53, 16, (False, True, True, False)),
+    (64, 64, 0, (True, True, True, True)),
+])
+def test_tile_feather_and_alpha_on_cuda_match_the_naive_ramps(height, width, overlap, flags):
+    left, top, right, bottom = flags
+    ry, rx = naive_ramp(height, overlap, top, bottom), naive_ramp(width, overlap, left, right)
+    feather = tile_feather(height, width, overlap, *flags, device="cuda")
+    alpha = tile_alpha(height, width, overlap, *flags, device="cuda")
+    assert feather.device.type == alpha.device.type == "cuda"
+    np.testing.assert_allclose(feather.cpu().double().numpy(), np.outer(ry, rx), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(alpha.cpu().double().numpy(), np.outer(smoothstep64(ry), smoothstep64(rx)), rtol=0, atol=1e-6)
+
+
+def chebyshev_distance(region: np.ndarray) -> np.ndarray:
+    """Naive: min over region pixels of max(|dy|, |dx|); inf when the region is empty."""
+    points = np.argwhere(region)
+    out = np.full(region.shape, np.inf)
+    if len(points):
+        for i in range(region.shape[0]):
+            for j in range(region.shape[1]):
+                out[i, j] = np.max(np.abs(points - [i, j]), axis=1).min()
+    return out
+
+
+def reference_alpha(mask: np.ndarray, dilation: int, feather: int) -> np.ndarray:
+    from scipy import ndimage
+
+    binary = mask >= 0.5
+    if dilation > 0:
+        binary = ndimage.binary_dilation(binary, structure=np.ones((2 * dilation + 1,) * 2), border_value=0)
+    elif dilation < 0:
+        binary = ndimage.binary_erosion(binary, structure=np.ones((-2 * dilation + 1,) * 2), border_value=1)
+    return smoothstep64(np.clip((feather + 1 - chebyshev_distance(binary)) / (feather + 1), 0, 1))
+
+
+@pytest.mark.parametrize("dilation,feather", [(0, 0), (3, 5), (-2, 4), (6, 0)])
+def test_detection_alpha_on_cuda_matches_scipy_and_a_naive_distance(dilation, feather):
+    g = gen(9)
+    mask = torch.rand((2, 28, 36), generator=g) * (torch.rand((2, 28, 36), generator=g) < 0.08)
+    mask[1, 8:18, 10:24] = 0.9
+    out = detection_alpha(mask.cuda(), dilation, feather)
+    assert out.device.type == "cuda" and out.shape == mask.shape
+    for i in range(2):
+        expected = reference_alpha(mask[i].numpy(), dilation, feather)
+        np.testing.assert_allclose(out[i].cpu().double().numpy(), expected, rtol=0, atol=1e-6)
+
+
+# --- regions ----------------------------------------------------------------------------------------------------
+
+
+def naive_bilinear_cut(mask: np.ndarray, region: tuple[float, ...], size: int) -> np.ndarray:
+    """Sample mask [h, w] at the centres of a size x size grid over region (x0, y0, x1, y1) in 0..1, bilinear, zero outside."""
+    h, w = mask.shape
+    x0, y0, x1, y1 = region
+
+    def at(i: int, j: int) -> float:
+        return mask[i, j] if 0 <= i < h and 0 <= j < w else 0.0
+
+    out = np.zeros((size, size))
+    for r in range(size):
+        py = (y0 + (r + 0.5) / size * (y1 - y0)) * h - 0.5
+        for c in range(size):
+            px = (x0 + (c + 0.5) / size * (x1 - x0)) * w - 0.5
+            i, j = math.floor(py), math.floor(px)
+            fy, fx = py - i, px - j
+            out[r, c] = ((1 - fy) * ((1 - fx) * at(i, j) + fx * at(i, j + 1))
+                         + fy * ((1 - fx) * at(i + 1, j) + fx * at(i + 1, j + 1)))
+    return out
+
+
+def test_mask_regions_on_cuda_matches_a_naive_bilinear_loop():
+    mask = torch.rand((3, 20, 24), generator=gen(10))
+    regions = torch.tensor([[0.25, 0.25, 0.75, 0.75], [0.1, 0.3, 0.5, 0.7], [-0.2, 0.6, 0.4, 1.3]])
+    out = mask_regions(mask.cuda(), regions.cuda(), 16)
+    assert out.device.type == "cuda" and out.shape == (3, 16, 16)
+    for n in range(3):
+        expected = naive_bilinear_cut(mask[n].double().numpy(), tuple(regions[n].tolist()), 16)
+        np.testing.assert_allclose(out[n].cpu().double().numpy(), expected, rtol=0, atol=1e-4)
+    torch.testing.assert_close(mask_regions(mask.cuda(), regions, 16), out, rtol=0, atol=0)
+
+
+def test_box_mask_on_cuda_matches_a_pixel_centre_loop():
+    r = torch.rand((3, 4), generator=gen(11))
+    xs, ys = r[:, :2].sort(dim=1).values, r[:, 2:].sort(dim=1).values
+    boxes = torch.cat([torch.tensor([[0.1, 0.2, 0.56, 0.91], [0.0, 0.0, 1.0, 0.06]]),
+                       torch.stack([xs[:, 0], ys[:, 0], xs[:, 1], ys[:, 1]], dim=1)])
+    got = box_mask(boxes.cuda(), 20, 30)
+    assert got.device.type == "cuda"
+    got = got.cpu()
+    for n, (x0, y0, x1, y1) in enumerate(boxes.tolist()):
+        expected = torch.tensor([[float(x0 <= (x + 0.5) / 30 < x1 and y0 <= (y + 0.5) / 20 < y1) for x in range(30)]
+                                 for y in range(20)])
+        assert torch.equal(got[n], expected), n
+
+
+# --- detections -------------------------------------------------------------------------------------------------
+
+
+def test_mask_boxes_on_cuda_match_the_pixel_extents():
+    masks = torch.zeros(4, 21, 33)
+    masks[0, 2:5, 3:9] = 1
+    masks[1, 20, 32] = 0.7
+    masks[3] = (torch.rand(21, 33, generator=gen(12)) > 0.97).float()
+    boxes, present = mask_boxes(masks.cuda())
+    assert boxes.device.type == present.device.type == "cuda"
+    assert present.tolist() == [bool(m.gt(0.5).any()) for m in masks]
+    for n, m in enumerate(masks):
+        ys, xs = np.nonzero(m.numpy() > 0.5)
+        expected = [0.0] * 4 if len(ys) == 0 else [xs.min() / 33, ys.min() / 21, (xs.max() + 1) / 33, (ys.max() + 1) / 21]
+        np.testing.assert_allclose(boxes[n].cpu().double().numpy(), expected, rtol=0, atol=1e-7)
+
+
+def naive_components(on: np.ndarray) -> list[np.ndarray]:
+    """8-connected components by flood fill, in raster order of their first pixel."""
+    seen = np.zeros_like(on)
+    out = []
+    for i, j in zip(*np.nonzero(on)):
+        if seen[i, j]:
+            continue
+        comp = np.zeros_like(on)
+        stack = [(i, j)]
+        seen[i, j] = True
+        while stack:
+            a, b = stack.pop()
+            comp[a, b] = True
+            for da in (-1, 0, 1):
+                for db in (-1, 0, 1):
+                    u, v = a + da, b + db
+                    if 0 <= u < on.shape[0] and 0 <= v < on.shape[1] and on[u, v] and not seen[u, v]:
+                        seen[u, v] = True
+                        stack.append((u, v))
+        out.append(comp)
+    return out
+
+
+def test_connected_regions_on_cuda_match_a_flood_fill():
+    mask = torch.zeros(24, 30)
+    mask[2:6, 3:8] = 0.8
+    mask[6, 8] = 0.9  # touches the first blob diagonally: same region
+    mask[15:20, 20:27] = 0.6
+    mask[1, 25] = 1.0  # one pixel: dropped by min_pixels=2
+    mask[10:13, 1:3] = 0.4  # under the threshold
+    out = connected_regions(mask.cuda(), min_pixels=2)
+    assert out.device.type == "cuda" and out.dtype == mask.dtype
+    comps = [c for c in naive_components(mask.numpy() > 0.5) if c.sum() >= 2]
+    assert out.shape[0] == len(comps) == 2
+    for got, comp in zip(out.cpu(), comps):
+        assert torch.equal(got, mask * torch.from_numpy(comp))
+
+
+@pytest.mark.xfail(strict=True, reason="kernels/detections.py connected_regions returns torch.zeros(0, H, W) on the CPU "
+                                       "for an empty mask whatever the mask's device (LunaDetectionsFromMask moves masks "
+                                       "to the CPU first, so the node is not affected)")
+def test_connected_regions_of_an_empty_cuda_mask_stay_on_cuda():
+    out = connected_regions(torch.zeros(8, 8, device="cuda"))
+    assert out.shape == (0, 8, 8) and out.device.type == "cuda"
+
+
+# --- fusion -----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("token_width,before,after", [(64, 0, 0), (768, 0, 1280), (1280, 768, 0)])
+def test_fuse_conditioning_with_cuda_tokens_matches_the_closed_form_on_the_conditionings_device(token_width, before, after):
+    g = gen(14)
+    width = token_width + before + after
+    text = torch.randn((1, 77, width), generator=g)
+    pooled = torch.randn((1, 1280), generator=g)
+    tokens = torch.randn((3, 5, token_width), generator=g)
+    (fused, options), = fuse_conditioning([[text, {"pooled_output": pooled}]], tokens.cuda(), 0.7)
+    assert fused.device.type == "cpu" and fused.dtype == text.dtype
+    vision = torch.cat([torch.zeros(3, 5, before, dtype=torch.float64), 0.7 * tokens.double(),
+                        torch.zeros(3, 5, after, dtype=torch.float64)], dim=-1)
+    expected = torch.cat([text.double().expand(3, -1, -1), vision], dim=1)
+    torch.testing.assert_close(fused.double(), expected, rtol=0, atol=1e-6)
+    assert torch.equal(options["pooled_output"], pooled.expand(3, -1))
+    (on_cuda, _), = fuse_conditioning([[text.cuda(), {}]], tokens, 0.7)
+    assert on_cuda.device.type == "cuda"
+    torch.testing.assert_close(on_cuda.cpu().double(), expected, rtol=0, atol=1e-6)
+
+
+# --- no host syncs in the per-tile / per-crop kernels -----------------------------------------------------------
+
+
+def test_per_tile_kernels_do_not_synchronize_with_the_host():
+    """Sync debug mode "error" around the work the refiner/detailer loops do per batch on device tensors: slicing the
+    scaffold, tile and detection alphas, mask cut-outs and blending. (ComfyUI's sampler syncs on its own; not here.)"""
+    g = gen(13)
+    scaffold = make_scaffold(256, 256, 3).cuda()
+    canvas = torch.rand((1, 256, 256, 3), generator=g).cuda()
+    refined = torch.rand((2, 128, 128, 3), generator=g).cuda()
+    mask = (torch.rand((2, 64, 64), generator=g) > 0.9).float().cuda()
+    regions = torch.tensor([[0.0, 0.0, 0.5, 0.5], [0.5, 0.5, 1.0, 1.0]], device="cuda")
+    boxes = torch.tensor([[0.1, 0.1, 0.4, 0.6], [0.3, 0.2, 0.9, 0.8]], device="cuda")
+
+    def work():
+        noise = slice_noise(scaffold, [(0, 0, 128, 128), (128, 128, 128, 128)], 8)
+        alpha = tile_alpha(128, 128, 32, True, True, False, False, device="cuda")
+        cut = mask_regions(mask, regions, 128)
+        det = detection_alpha(torch.maximum(cut, box_mask(boxes, 128, 128)), 4, 8)
+        for i, (x, y) in enumerate([(0, 0), (128, 128)]):
+            blend_(canvas, refined[i:i + 1], alpha, x, y)
+            blend_(canvas, refined[i:i + 1], det[i], x, y)
+        return noise, smoothstep(det)
+
+    work()  # first calls (allocator, kernel loading) outside the check
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        work()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    torch.cuda.synchronize()
+
+
+# --- GlobalRefiner: CUDA vs CPU ---------------------------------------------------------------------------------
+
+
+def test_global_refiner_on_cuda_matches_the_cpu_reference(tmp_path):
+    cpu = run_in_subprocess("cpu", tmp_path / "cpu.pt")
+    cuda = small_refine()
+    assert cuda["device"].startswith("cuda"), cuda["device"]
+    assert_same_refine(cuda, cpu)
+
+
+# --- VRAM -------------------------------------------------------------------------------------------------------
+
+
+def _release() -> None:
+    """What ComfyUI does to free VRAM ("Unload models" / end of a prompt), then Python's garbage."""
+    import comfy.model_management as mm
+
+    mm.unload_all_models()
+    reset = getattr(mm, "reset_cast_buffers", None)  # ComfyUI 0.28 keeps per-stream cast buffers until this
+    if reset is not None:
+        reset()
+    gc.collect()
+    mm.soft_empty_cache()
+    torch.cuda.synchronize()
+
+
+def _warm_cuda_libraries() -> None:
+    """cuBLAS / cuBLASLt keep their workspaces (allocated through torch, so counted by memory_allocated) for the life of
+    the process after their first matmul on a thread and stream: make them exist before the baseline so they are not
+    counted as a leak of the pack (the run below uses this thread and the current stream)."""
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        a = torch.ones(64, 64, device="cuda", dtype=dtype)
+        torch.addmm(a, a, a)
+        a @ a
+        torch.bmm(a[None], a[None])
+        torch.nn.functional.conv2d(a[None, None], a[None, None, :3, :3], a[:1, 0], padding=1)
+    torch.cuda.synchronize()
+
+
+def _detail_small() -> torch.Tensor:
+    from luna_semantic_detailer.luna_types import Detection, DetectionData
+    from luna_semantic_detailer.nodes.detailer import LunaSAM3Detailer
+    from pipeline_helpers import encode_prompt, models, scaffold_for, smooth_canvas
+
+    model, vae = models()
+    image = smooth_canvas(1, 512, 512, seed=4)
+    data = DetectionData((Detection((0.3, 0.3, 0.6, 0.6), None, 0.9, "face", 0),), (512, 512))
+    return LunaSAM3Detailer().detail(
+        image, scaffold_for(512, 512), data, model, encode_prompt("a face"), encode_prompt(""), vae, steps=2, cfg=3.0,
+        sampler_name="euler", scheduler="normal", denoise=0.5, crop_size="512", context_padding=1.5, mask_dilation=4,
+        mask_feather=8, vision_strength=0.0, max_batch=2, labels="",
+    )[0]
+
+
+def test_vram_returns_to_its_level_before_the_run_after_comfyui_unloads():
+    _release()
+    _warm_cuda_libraries()
+    _release()
+    before = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    refined = small_refine()["image"]
+    detailed = _detail_small()
+    assert refined.device.type == detailed.device.type == "cpu"
+    peak = torch.cuda.max_memory_allocated()
+    del refined, detailed
+    _release()
+    after = torch.cuda.memory_allocated()
+    assert peak > before + MiB, f"the run never used the GPU (peak {peak}, before {before}): the check proves nothing"
+    assert after <= before + MiB, (
+        f"{(after - before) / MiB:.2f} MiB still allocated after unload_all_models (before {before}, after {after}, "
+        f"peak {peak})\n{torch.cuda.memory_summary(abbreviated=True)}"
+    )
