@@ -99,17 +99,16 @@ def detect(model, images: torch.Tensor, concepts: list[str], threshold: float = 
             scores = out.pred_logits.float().sigmoid()
             if out.presence_logits is not None:
                 scores = scores * out.presence_logits.float().sigmoid()
-            for i in range(n):
-                keep = torch.nonzero(scores[i] > threshold).flatten()
-                if keep.numel() == 0:
-                    continue
-                masks = out.pred_masks[i, keep].float().sigmoid()[None]
+            hits = torch.nonzero(scores > threshold)
+            if hits.shape[0]:
+                image, query = hits.unbind(1)
+                masks = out.pred_masks[image, query].float().sigmoid()[None]
                 masks = F.interpolate(masks, size=(height, width), mode="bilinear", align_corners=False)[0]
                 masks = (masks > mask_threshold).float().cpu()
-                boxes = out.pred_boxes[i, keep].float().clamp(0, 1).cpu()
-                for j in range(keep.numel()):
-                    found[start + i].append(_detection(boxes[j], masks[j], float(scores[i, keep[j]]), concept,
-                                                       start + i, min_area))
+                boxes = out.pred_boxes[image, query].float().clamp(0, 1).cpu()
+                kept = scores[image, query].cpu().tolist()
+                for j, i in enumerate(image.cpu().tolist()):
+                    found[start + i].append(_detection(boxes[j], masks[j], kept[j], concept, start + i, min_area))
             step += 1
             if progress is not None:
                 progress(step, steps)

@@ -30,7 +30,7 @@ def connected_regions(mask: torch.Tensor, threshold: float = 0.5, min_pixels: in
     on = (mask > threshold).cpu().numpy()
     labels, count = ndimage.label(on, structure=np.ones((3, 3), dtype=bool))
     if count == 0:
-        return torch.zeros(0, *mask.shape, dtype=mask.dtype)
+        return torch.zeros(0, *mask.shape, dtype=mask.dtype, device=mask.device)
     regions = torch.from_numpy(labels).to(mask.device)[None] == torch.arange(1, count + 1, device=mask.device)[:, None, None]
     regions = regions[regions.flatten(1).sum(1) >= min_pixels]
     return (regions * mask[None]).to(mask.dtype)

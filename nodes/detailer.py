@@ -169,7 +169,7 @@ def resize(images: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def empty_preview(image: torch.Tensor) -> torch.Tensor:
-    return torch.zeros(1, 64, 64, image.shape[-1], dtype=image.dtype)
+    return torch.zeros(1, 64, 64, image.shape[-1], dtype=image.dtype, device=image.device)
 
 
 NODE_CLASS_MAPPINGS = {"LunaSAM3Detailer": LunaSAM3Detailer}

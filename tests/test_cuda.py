@@ -313,9 +313,6 @@ def test_connected_regions_on_cuda_match_a_flood_fill():
         assert torch.equal(got, mask * torch.from_numpy(comp))
 
 
-@pytest.mark.xfail(strict=True, reason="kernels/detections.py connected_regions returns torch.zeros(0, H, W) on the CPU "
-                                       "for an empty mask whatever the mask's device (LunaDetectionsFromMask moves masks "
-                                       "to the CPU first, so the node is not affected)")
 def test_connected_regions_of_an_empty_cuda_mask_stay_on_cuda():
     out = connected_regions(torch.zeros(8, 8, device="cuda"))
     assert out.shape == (0, 8, 8) and out.device.type == "cuda"
