@@ -217,8 +217,8 @@ def stock_refine(m: Models, pixels, s: Settings, seed: int, mask=None):
     return nodes.VAEDecode().decode(m.vae, latent)[0]
 
 
-def runs(m: Models, s: Settings, image, scaffold):
-    """name -> (zero-argument call, whether its UNet time matters): the variants measured."""
+def runs(m: Models, s: Settings, image, scaffold) -> dict:
+    """name -> zero-argument call: the variants measured."""
     import torch
 
     from luna_semantic_detailer.kernels.masks import blend_, detection_alpha, tile_alpha
@@ -293,18 +293,15 @@ def sampling_runs(m: Models, s: Settings, args, peak: float | None) -> list[dict
     image = torch.rand(1, s.canvas, s.canvas, 3, generator=torch.Generator().manual_seed(0))
     scaffold = NoiseScaffold(make_scaffold(s.canvas, s.canvas, 5), s.canvas, s.canvas, 8, 5)
     rows = []
+    warm_ups = runs(m, replace(s, steps=min(s.steps, 2)), image, scaffold)
     for name, fn in runs(m, s, image, scaffold).items():
         if args.only and not any(name.startswith(o) for o in args.only):
             continue
         meter.count_flops = True
-        fn()
+        warm_ups[name]()
         meter.count_flops = False
         meter.reset()
-        profiler = profile_context(args, name)
-        with profiler:
-            wall, peak_mib = measure(fn)
-        if profiler is not None and hasattr(profiler, "export_chrome_trace"):
-            write_profile(profiler, args.out / f"profile_{name.replace('+', '_')}")
+        wall, peak_mib = measure(fn)
         unet_s, flops = meter.seconds(), meter.flops()
         rows.append({
             "run": name, "wall_s": round(wall, 3), "unet_calls": len(meter.calls),
@@ -315,6 +312,8 @@ def sampling_runs(m: Models, s: Settings, args, peak: float | None) -> list[dict
             "outside_unet": round(1 - unet_s / wall, 3), "peak_mib": round(peak_mib),
         })
         print(json.dumps(rows[-1]), flush=True)
+        if name in (args.profile or ()):
+            profile(fn, args.out / f"profile_{name.replace('+', '_')}.txt")
     return rows
 
 
@@ -360,26 +359,19 @@ def detector_runs(s: Settings, args, folder: Path) -> list[dict]:
     return rows
 
 
-def profile_context(args, name: str):
-    """torch.profiler around the measured call of the runs named by --profile, else a no-op context."""
-    import contextlib
-
+def profile(fn, path: Path) -> None:
+    """One more call of fn under torch.profiler (CPU and CUDA activity); its op table, by device time, to `path`."""
     import torch
 
-    if not args.profile or not any(name.startswith(p) for p in args.profile):
-        return contextlib.nullcontext()
     activities = [torch.profiler.ProfilerActivity.CPU]
     if torch.cuda.is_available():
         activities.append(torch.profiler.ProfilerActivity.CUDA)
-    return torch.profiler.profile(activities=activities, record_shapes=False)
-
-
-def write_profile(profiler, stem: Path) -> None:
-    import torch
-
+    with torch.profiler.profile(activities=activities) as profiler:
+        fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
     sort = "cuda_time_total" if torch.cuda.is_available() else "cpu_time_total"
-    stem.with_suffix(".txt").write_text(profiler.key_averages().table(sort_by=sort, row_limit=40))
-    profiler.export_chrome_trace(str(stem.with_suffix(".json")))
+    path.write_text(profiler.key_averages().table(sort_by=sort, row_limit=50))
 
 
 def unet_forward_tflop(m: Models, s: Settings) -> float:
@@ -407,7 +399,7 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="CPU-sized check: the tests' tiny models, a 1024² canvas")
     parser.add_argument("--out", type=Path, default=Path("benchmark-results"))
     parser.add_argument("--only", nargs="*", help="run names to keep (prefixes: refiner, detailer, detector)")
-    parser.add_argument("--profile", nargs="*", help="run names (prefixes) to profile with torch.profiler")
+    parser.add_argument("--profile", nargs="*", help="run names to profile afterwards with torch.profiler (one more call each)")
     parser.add_argument("--repeats", type=int, default=3, help="warm detector calls per batch size (median)")
     for name, kind in (("canvas", int), ("tile", int), ("overlap", int), ("steps", int), ("max_batch", int),
                        ("crop", str), ("detections", int), ("vision_strength", float)):
