@@ -394,6 +394,32 @@ def unet_forward_tflop(m: Models, s: Settings) -> float:
     return counter.get_total_flops() / 1e12
 
 
+def meta_forward_tflop(s: Settings) -> dict:
+    """TFLOP of one SDXL UNet forward at batch 1, counted on the meta device (no weights, no GPU), with ComfyUI's SDPA attention."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    import comfy.ldm.modules.attention as attention
+    import comfy.supported_models
+    from luna_semantic_detailer.nodes.detailer import CROP_SIZES
+
+    attention.optimized_attention = attention.attention_pytorch
+    config = comfy.supported_models.SDXL(dict(SDXL_UNET))
+    config.set_inference_dtype(torch.float16, None)
+    unet = config.get_model({}, "", device=torch.device("meta")).diffusion_model
+    vision_tokens = 257
+    out = {}
+    for side in sorted({s.tile, *CROP_SIZES[s.crop]}):
+        for context in (77, 77 + vision_tokens):
+            x = torch.zeros(1, 4, side // 8, side // 8, device="meta", dtype=torch.float16)
+            c = torch.zeros(1, context, 2048, device="meta", dtype=torch.float16)
+            y = torch.zeros(1, 2816, device="meta", dtype=torch.float16)
+            with torch.no_grad(), FlopCounterMode(display=False) as counter:
+                unet(x, torch.ones(1, device="meta"), context=c, y=y)
+            out[f"{side}px_context{context}"] = round(counter.get_total_flops() / 1e12, 3)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tiny", action="store_true", help="CPU-sized check: the tests' tiny models, a 1024² canvas")
@@ -404,6 +430,7 @@ def main() -> None:
     for name, kind in (("canvas", int), ("tile", int), ("overlap", int), ("steps", int), ("max_batch", int),
                        ("crop", str), ("detections", int), ("vision_strength", float)):
         parser.add_argument(f"--{name.replace('_', '-')}", type=kind, help=f"override the {name} setting")
+    parser.add_argument("--flops", action="store_true", help="only count SDXL UNet FLOPs per forward on the meta device")
     parser.add_argument("--peak-tflops", type=float, help="dense bf16 peak of the GPU (default: by name, H100 798)")
     args = parser.parse_args()
     setup()
@@ -414,6 +441,9 @@ def main() -> None:
               file=sys.stderr)
     s = replace(TINY if args.tiny else Settings(),
                 **{k: v for k, v in vars(args).items() if k in Settings.__dataclass_fields__ and v is not None})
+    if args.flops:
+        print(json.dumps({"sdxl_unet_forward_tflop": meta_forward_tflop(s)}))
+        return
     args.out.mkdir(parents=True, exist_ok=True)
     peak = peak_tflops(args)
     started = time.perf_counter()
