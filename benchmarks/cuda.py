@@ -401,15 +401,13 @@ def meta_forward_tflop(s: Settings) -> dict:
 
     import comfy.ldm.modules.attention as attention
     import comfy.supported_models
-    from luna_semantic_detailer.nodes.detailer import CROP_SIZES
-
     attention.optimized_attention = attention.attention_pytorch
     config = comfy.supported_models.SDXL(dict(SDXL_UNET))
     config.set_inference_dtype(torch.float16, None)
     unet = config.get_model({}, "", device=torch.device("meta")).diffusion_model
     vision_tokens = 257
     out = {}
-    for side in sorted({s.tile, *CROP_SIZES[s.crop]}):
+    for side in sorted({s.tile, 1024, 1536}):
         for context in (77, 77 + vision_tokens):
             x = torch.zeros(1, 4, side // 8, side // 8, device="meta", dtype=torch.float16)
             c = torch.zeros(1, context, 2048, device="meta", dtype=torch.float16)
