@@ -4,6 +4,8 @@ Run from the repository root on a CUDA machine: `.venv/bin/python benchmarks/cud
 `--tiny` runs the same script on the CPU with the tests' tiny models on a small canvas. Reported per run: wall time,
 UNet calls and their batch sizes, UNet FLOPs (FlopCounterMode on one forward per input shape × image-forwards), the
 fraction of the bf16 dense peak that wall time achieves, peak memory, and the share of wall time outside the UNet.
+Node calls run under torch.inference_mode(), as ComfyUI's executor runs them. `--flops` only counts the SDXL UNet's
+FLOPs per forward, on the meta device (no GPU, no weights).
 """
 from __future__ import annotations
 
@@ -455,10 +457,11 @@ def main() -> None:
         }
         print(json.dumps(report), flush=True)
         report["runs"] = []
-        if not args.only or any(o.startswith(("refiner", "detailer")) for o in args.only):
-            report["runs"] += sampling_runs(m, s, args, peak)
-        if not args.only or any(o.startswith("detector") for o in args.only):
-            report["runs"] += detector_runs(s, args, Path(folder))
+        with torch.inference_mode():
+            if not args.only or any(o.startswith(("refiner", "detailer")) for o in args.only):
+                report["runs"] += sampling_runs(m, s, args, peak)
+            if not args.only or any(o.startswith("detector") for o in args.only):
+                report["runs"] += detector_runs(s, args, Path(folder))
     (args.out / "cuda_benchmark.json").write_text(json.dumps(report, indent=1))
     print(f"wrote {args.out / 'cuda_benchmark.json'}")
 

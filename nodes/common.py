@@ -82,5 +82,10 @@ def vision_strength_input() -> dict:
     return {"vision_strength": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 2.0, "step": 0.05, "tooltip": "Scale of the CLIP-ViT tokens appended to the prompt; 0 turns anchoring off."})}
 
 
+def image_index_input(what: str) -> dict:
+    """The `image_index` input: which image of the canvas batch `what` refers to."""
+    return {"image_index": ("INT", {"default": 0, "min": 0, "max": 4095, "tooltip": f"Which image of the canvas batch {what}."})}
+
+
 def max_batch_input() -> dict:
     return {"max_batch": ("INT", {"default": 4, "min": 1, "max": 64, "tooltip": "Most crops/tiles sampled in one call; also bounded by free memory, and halved on out-of-memory."})}

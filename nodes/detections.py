@@ -9,7 +9,7 @@ from ..kernels.detection_filter import ORDERS, TOP_BY, filter_detections
 from ..kernels.detections import UNITS, connected_regions, mask_boxes, parse_boxes
 from ..kernels.interop import MASK_MODES, bboxes_to_detections, detections_to_segs, segs_to_detections
 from ..luna_types import DETECTION_DATA, Detection, DetectionData
-from .common import CATEGORY
+from .common import CATEGORY, image_index_input
 from .compat import linked_input
 
 
@@ -30,7 +30,7 @@ class LunaDetectionsFromMask:
             "required": {
                 "mask": ("MASK", {"tooltip": "Painted regions ([H, W] or a batch [N, H, W]; white = refine)."}),
                 "label": ("STRING", {"default": "region", "tooltip": "Label of these detections (for the detailer's label filter)."}),
-                "image_index": ("INT", {"default": 0, "min": 0, "max": 4095, "tooltip": "Which image of the canvas batch the masks belong to."}),
+                **image_index_input("the masks belong to"),
                 "split": (["connected regions", "one per mask"], {"tooltip": "connected regions: each separate blob is its own detection; one per mask: each mask of the batch is one detection."}),
                 "min_pixels": ("INT", {"default": 16, "min": 1, "max": 1 << 24, "tooltip": "Ignore regions smaller than this many mask pixels (stray brush dots)."}),
             }
@@ -66,7 +66,7 @@ class LunaDetectionsFromBoxes:
                 "label": ("STRING", {"default": "region", "tooltip": "Label of boxes whose line has none."}),
                 "image_width": ("INT", {"default": 0, "min": 0, "max": 65536, "tooltip": "Width of the image the pixel boxes refer to (pixels only)."}),
                 "image_height": ("INT", {"default": 0, "min": 0, "max": 65536, "tooltip": "Height of the image the pixel boxes refer to (pixels only)."}),
-                "image_index": ("INT", {"default": 0, "min": 0, "max": 4095, "tooltip": "Which image of the canvas batch the boxes belong to."}),
+                **image_index_input("the boxes belong to"),
             },
             "optional": {"image": ("IMAGE", {"tooltip": "Take image_width/height from this image."})},
         }
@@ -108,7 +108,7 @@ class LunaDetectionsFromSEGS:
         return {
             "required": {
                 "segs": (SEGS, {"tooltip": "Impact-Pack SEGS: ((height, width), [SEG, ...]) with pixel bbox and crop_region."}),
-                "image_index": ("INT", {"default": 0, "min": 0, "max": 4095, "tooltip": "Which image of the canvas batch these SEGS belong to (SEGS describe one image)."}),
+                **image_index_input("these SEGS belong to (SEGS describe one image)"),
             }
         }
 
@@ -133,7 +133,7 @@ class LunaDetectionsToSEGS:
         return {
             "required": {
                 "detection_data": (DETECTION_DATA, {"tooltip": "Luna detections (from SAM3, a mask, SEGS or boxes)."}),
-                "image_index": ("INT", {"default": 0, "min": 0, "max": 4095, "tooltip": "Which image of the batch to export (SEGS describe one image)."}),
+                **image_index_input("to export (SEGS describe one image)"),
                 "crop_factor": ("FLOAT", {"default": 3.0, "min": 1.0, "max": 100.0, "step": 0.1, "tooltip": "Crop region size as a multiple of the box size, like Impact's detectors (3.0 = three times the box)."}),
             },
             "optional": {
