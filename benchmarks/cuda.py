@@ -420,6 +420,28 @@ def meta_forward_tflop(s: Settings) -> dict:
     return out
 
 
+def meta_vae_tflop(side: int) -> dict:
+    """TFLOP of one SD VAE encode and decode of a side² image at batch 1, counted on the meta device."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    import comfy.ldm.models.autoencoder
+    import comfy.ldm.modules.diffusionmodules.model as vae_blocks
+
+    vae_blocks.vae_attention = lambda: vae_blocks.pytorch_attention
+    with torch.device("meta"):
+        vae = comfy.ldm.models.autoencoder.AutoencoderKL(**SD_VAE["params"])
+    out = {}
+    with torch.no_grad():
+        with FlopCounterMode(display=False) as counter:
+            vae.encode(torch.zeros(1, 3, side, side, device="meta"))
+        out["encode"] = round(counter.get_total_flops() / 1e12, 3)
+        with FlopCounterMode(display=False) as counter:
+            vae.decode(torch.zeros(1, 4, side // 8, side // 8, device="meta"))
+        out["decode"] = round(counter.get_total_flops() / 1e12, 3)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tiny", action="store_true", help="CPU-sized check: the tests' tiny models, a 1024² canvas")
@@ -442,7 +464,8 @@ def main() -> None:
     s = replace(TINY if args.tiny else Settings(),
                 **{k: v for k, v in vars(args).items() if k in Settings.__dataclass_fields__ and v is not None})
     if args.flops:
-        print(json.dumps({"sdxl_unet_forward_tflop": meta_forward_tflop(s)}))
+        print(json.dumps({"sdxl_unet_forward_tflop": meta_forward_tflop(s),
+                          f"sd_vae_{s.tile}px_tflop": meta_vae_tflop(s.tile)}))
         return
     args.out.mkdir(parents=True, exist_ok=True)
     peak = peak_tflops(args)
