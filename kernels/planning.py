@@ -119,10 +119,21 @@ def feather_flags(tiles: Sequence[Tile], phases: Sequence[Sequence[int]]) -> lis
 
 
 def batches(indices: Sequence[int], max_batch: int) -> list[list[int]]:
-    """`indices` in order, cut into consecutive batches of at most `max_batch`."""
+    """`indices` in order, cut into the fewest consecutive batches of at most `max_batch`, sizes differing by at most 1.
+
+    9 tiles at max_batch 8 go as 5 + 4, not 8 + 1: the same number of sampler calls, none of them at a batch size
+    that leaves the GPU idle.
+    """
     _positive_int("max_batch", max_batch)
     items = list(indices)
-    return [items[i:i + max_batch] for i in range(0, len(items), max_batch)]
+    count = -(-len(items) // max_batch)
+    cuts = [len(items) * k // count for k in range(count + 1)] if count else [0]
+    sizes = sorted((b - a for a, b in zip(cuts, cuts[1:])), reverse=True)
+    out, start = [], 0
+    for size in sizes:
+        out.append(items[start:start + size])
+        start += size
+    return out
 
 
 def _crop_origin(lo: float, hi: float, size: int, length: int, factor: int) -> int:

@@ -168,8 +168,16 @@ def test_feather_flags_mark_sides_with_an_earlier_neighbour(case):
 def test_batches_cut_in_order(indices, max_batch):
     out = batches(indices, max_batch)
     assert [i for b in out for i in b] == indices
-    assert all(1 <= len(b) <= max_batch for b in out)
-    assert all(len(b) == max_batch for b in out[:-1])
+    assert len(out) == math.ceil(len(indices) / max_batch)
+    sizes = [len(b) for b in out]
+    assert all(1 <= n <= max_batch for n in sizes)
+    assert sizes == sorted(sizes, reverse=True) and (not sizes or sizes[0] - sizes[-1] <= 1)
+
+
+def test_a_chess_phase_of_nine_tiles_goes_as_five_and_four():
+    assert [len(b) for b in batches(range(9), 8)] == [5, 4]
+    assert [len(b) for b in batches(range(16), 8)] == [8, 8]
+    assert [len(b) for b in batches(range(17), 8)] == [6, 6, 5]
 
 
 def test_batches_validation():
