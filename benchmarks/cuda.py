@@ -34,6 +34,9 @@ SD_VAE = {"params": {"embed_dim": 4, "ddconfig": {
     "double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 128,
     "ch_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0}}}
 BF16_DENSE_TFLOPS = {"H100": 798.0, "H200": 790.0}
+# Most wanted first: a run cut short by a time limit loses the tail.
+RUN_ORDER = ("refiner", "refiner_sequential_ksampler", "detailer", "detailer_sequential_ksampler", "detector",
+             "refiner+clip_vit", "detailer+clip_vit")
 CONCEPTS = "face, hand, person, text"
 
 
@@ -117,7 +120,10 @@ class UnetMeter:
         return sum(self.pending)
 
     def flops(self) -> float:
-        return sum(self.flops_per_image[key] * batch for key, batch in self.calls if key in self.flops_per_image)
+        unseen = {key for key, _ in self.calls} - set(self.flops_per_image)
+        if unseen:
+            raise RuntimeError(f"UNet input shapes {sorted(unseen)} were not seen (and counted) in the warm-up")
+        return sum(self.flops_per_image[key] * batch for key, batch in self.calls)
 
 
 def randomize_(module, seed: int) -> None:
@@ -184,14 +190,17 @@ def tiny_models() -> Models:
 
 
 def write_sam3(folder: Path, full: bool) -> str:
-    """A random SAM3 (full-size transformers Sam3Model, or the tests' tiny one) as facebook/sam3's model.safetensors, registered with folder_paths."""
+    """A random SAM3 (full-size transformers Sam3Model as initialised, or the tests' tiny one, whose scores are spread
+    so thresholds cut) as facebook/sam3's model.safetensors, registered with folder_paths."""
     import folder_paths
     from fixtures.tiny_sam3 import build_tiny_sam3, config_json, write_hf_checkpoint
 
     if full:
-        from transformers import Sam3Config
+        import torch
+        from transformers import Sam3Config, Sam3Model
 
-        model = build_tiny_sam3(config=Sam3Config())
+        torch.manual_seed(0)
+        model = Sam3Model(Sam3Config()).eval()
     else:
         model = build_tiny_sam3()
     folder.mkdir(parents=True, exist_ok=True)
@@ -283,40 +292,64 @@ def peak_tflops(args) -> float | None:
     return next((v for k, v in BF16_DENSE_TFLOPS.items() if k in name), None)
 
 
-def sampling_runs(m: Models, s: Settings, args, peak: float | None) -> list[dict]:
-    import torch
+class Report(dict):
+    """The benchmark's JSON, rewritten to `path` after every row so that a run cut short keeps what it measured."""
 
-    from luna_semantic_detailer.kernels.noise import make_scaffold
-    from luna_semantic_detailer.luna_types import NoiseScaffold
+    def __init__(self, path: Path, **header):
+        super().__init__(header, runs=[])
+        self.path = path
+        print(json.dumps(header), flush=True)
+        self.save()
 
-    meter = UnetMeter()
-    m.model = m.model.clone()
-    m.model.set_model_unet_function_wrapper(meter)
-    image = torch.rand(1, s.canvas, s.canvas, 3, generator=torch.Generator().manual_seed(0))
-    scaffold = NoiseScaffold(make_scaffold(s.canvas, s.canvas, 5), s.canvas, s.canvas, 8, 5)
-    rows = []
-    warm_ups = runs(m, replace(s, steps=min(s.steps, 2)), image, scaffold)
-    for name, fn in runs(m, s, image, scaffold).items():
-        if args.only and not any(name.startswith(o) for o in args.only):
-            continue
+    def add(self, row: dict) -> None:
+        self["runs"].append(row)
+        print(json.dumps(row), flush=True)
+        self.save()
+
+    def save(self) -> None:
+        self.path.write_text(json.dumps(self, indent=1))
+
+
+class Sampling:
+    """The refiner/detailer runs on one canvas and scaffold, their UNet metered."""
+
+    def __init__(self, m: Models, s: Settings, peak: float | None):
+        import torch
+
+        from luna_semantic_detailer.kernels.noise import make_scaffold
+        from luna_semantic_detailer.luna_types import NoiseScaffold
+
+        self.meter = UnetMeter()
+        m.model = m.model.clone()
+        m.model.set_model_unet_function_wrapper(self.meter)
+        self.m, self.s, self.peak = m, s, peak
+        self.image = torch.rand(1, s.canvas, s.canvas, 3, generator=torch.Generator().manual_seed(0))
+        self.scaffold = NoiseScaffold(make_scaffold(s.canvas, s.canvas, 5), s.canvas, s.canvas, 8, 5)
+
+    def calls(self, steps: int | None = None) -> dict:
+        return runs(self.m, replace(self.s, steps=steps or self.s.steps), self.image, self.scaffold)
+
+    def run(self, name: str) -> dict:
+        """A 2-step warm-up (FLOPs counted per input shape), then the measured call."""
+        import torch
+
+        meter = self.meter
         meter.count_flops = True
-        warm_ups[name]()
+        self.calls(min(self.s.steps, 2))[name]()
         meter.count_flops = False
         meter.reset()
-        wall, peak_mib = measure(fn)
+        start = torch.cuda.memory_allocated() if torch.cuda.is_available() else 0
+        wall, peak_mib = measure(self.calls()[name])
         unet_s, flops = meter.seconds(), meter.flops()
-        rows.append({
+        return {
             "run": name, "wall_s": round(wall, 3), "unet_calls": len(meter.calls),
             "unet_batches": dict(Counter(batch for _, batch in meter.calls)),
             "context_lengths": sorted({key[1] for key, _ in meter.calls}),
             "unet_tflop": round(flops / 1e12, 3), "achieved_tflops": round(flops / wall / 1e12, 3),
-            "peak_fraction": round(flops / wall / 1e12 / peak, 3) if peak else None,
+            "peak_fraction": round(flops / wall / 1e12 / self.peak, 3) if self.peak else None,
             "outside_unet": round(1 - unet_s / wall, 3), "peak_mib": round(peak_mib),
-        })
-        print(json.dumps(rows[-1]), flush=True)
-        if name in (args.profile or ()):
-            profile(fn, args.out / f"profile_{name.replace('+', '_')}.txt")
-    return rows
+            "peak_above_start_mib": round(peak_mib - start / 2**20) if start else None,
+        }
 
 
 def detector_runs(s: Settings, args, folder: Path) -> list[dict]:
@@ -337,14 +370,16 @@ def detector_runs(s: Settings, args, folder: Path) -> list[dict]:
     images = torch.rand(4, s.detect_size, s.detect_size, 3, generator=torch.Generator().manual_seed(1))
     handle = LunaSAM3Loader().load(write_sam3(folder, full=not args.tiny), "auto", "auto")[0]
 
+    found = []
+
     def detect(batch: int):
-        return LunaSAM3Detector().detect(handle, images[:batch], CONCEPTS, 0.5, 20, 0.0, s.detect_size)
+        found.append(len(LunaSAM3Detector().detect(handle, images[:batch], CONCEPTS, 0.5, 20, 0.0, s.detect_size)[0].detections))
 
     rows = []
     daemon().release_all()
     wall, peak_mib = measure(lambda: detect(1))
     rows.append({"run": "detector_first_call_b1", "wall_s": round(wall, 3), "peak_mib": round(peak_mib),
-                 "vision_calls": len(vision_calls)})
+                 "vision_calls": len(vision_calls), "detections": found[-1]})
     for batch in (1, 4):
         walls = []
         for _ in range(args.repeats):
@@ -354,9 +389,7 @@ def detector_runs(s: Settings, args, folder: Path) -> list[dict]:
         median = statistics.median(walls)
         rows.append({"run": f"detector_warm_b{batch}", "wall_s": round(median, 4),
                      "ms_per_image": round(1000 * median / batch, 1), "peak_mib": round(peak_mib),
-                     "concepts": len(CONCEPTS.split(",")), "vision_calls": len(vision_calls)})
-    for row in rows:
-        print(json.dumps(row), flush=True)
+                     "concepts": len(CONCEPTS.split(",")), "vision_calls": len(vision_calls), "detections": found[-1]})
     Sam3Model.get_vision_features = real
     return rows
 
@@ -447,7 +480,8 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="CPU-sized check: the tests' tiny models, a 1024² canvas")
     parser.add_argument("--out", type=Path, default=Path("benchmark-results"))
     parser.add_argument("--only", nargs="*", help="run names to keep (prefixes: refiner, detailer, detector)")
-    parser.add_argument("--profile", nargs="*", help="run names to profile afterwards with torch.profiler (one more call each)")
+    parser.add_argument("--profile", nargs="*", default=[],
+                        help="refiner/detailer run names to profile at the end with torch.profiler (one 4-step call each)")
     parser.add_argument("--repeats", type=int, default=3, help="warm detector calls per batch size (median)")
     for name, kind in (("canvas", int), ("tile", int), ("overlap", int), ("steps", int), ("max_batch", int),
                        ("crop", str), ("detections", int), ("vision_strength", float)):
@@ -470,24 +504,26 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     peak = peak_tflops(args)
     started = time.perf_counter()
+    wanted = [n for n in RUN_ORDER if not args.only or any(n.startswith(o) for o in args.only)]
     with tempfile.TemporaryDirectory() as folder:
         m = tiny_models() if args.tiny else full_models()
-        built = time.perf_counter() - started
-        report = {
-            "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
-            "torch": torch.__version__, "settings": asdict(s), "peak_bf16_tflops": peak,
-            "models_built_s": round(built, 1), "unet_forward_tflop": round(unet_forward_tflop(m, s), 4),
-        }
-        print(json.dumps(report), flush=True)
-        report["runs"] = []
+        report = Report(
+            args.out / "cuda_benchmark.json",
+            device=torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu", torch=torch.__version__,
+            settings=asdict(s), peak_bf16_tflops=peak, models_built_s=round(time.perf_counter() - started, 1),
+            unet_forward_tflop=round(unet_forward_tflop(m, s), 4),
+        )
         with torch.inference_mode():
-            if not args.only or any(o.startswith(("refiner", "detailer")) for o in args.only):
-                report["runs"] += sampling_runs(m, s, args, peak)
-            if not args.only or any(o.startswith("detector") for o in args.only):
-                report["runs"] += detector_runs(s, args, Path(folder))
-    (args.out / "cuda_benchmark.json").write_text(json.dumps(report, indent=1))
-    print(f"wrote {args.out / 'cuda_benchmark.json'}")
-
+            sampling = Sampling(m, s, peak)
+            for name in wanted:
+                if name == "detector":
+                    for row in detector_runs(s, args, Path(folder)):
+                        report.add(row)
+                else:
+                    report.add(sampling.run(name))
+            for name in args.profile or ():
+                profile(sampling.calls(min(s.steps, 4))[name], args.out / f"profile_{name.replace('+', '_')}.txt")
+    print(f"wrote {report.path}")
 
 if __name__ == "__main__":
     main()

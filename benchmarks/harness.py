@@ -13,7 +13,13 @@ COMFYUI = Path(os.environ.get("LSD_COMFYUI", ROOT / ".comfyui")).resolve()
 
 
 def setup() -> None:
-    """Import ComfyUI (--cpu when no CUDA), the pack, and the test fixtures' tiny-model builders."""
+    """Import ComfyUI (--cpu when no CUDA), the pack, and the test fixtures' tiny-model builders.
+
+    The scripts' own folder leaves sys.path first: `cuda.py` and `kernels.py` would otherwise stand in for the
+    `cuda` (cuda-python) and `kernels` packages that torch and transformers probe for.
+    """
+    here = str(Path(__file__).resolve().parent)
+    sys.path[:] = [p for p in sys.path if str(Path(p or ".").resolve()) != here]
     import torch
 
     sys.path[:0] = [str(COMFYUI), str(ROOT / "tests")]

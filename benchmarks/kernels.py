@@ -13,7 +13,9 @@ import types
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
+# This folder leaves sys.path: its cuda.py and kernels.py would stand in for packages torch and transformers probe for.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PACK = "luna_semantic_detailer"

@@ -72,6 +72,8 @@ def assert_same_refine(got: dict, reference: dict) -> None:
     diff = (a - b).abs()
     where = (f"{got['device']} (UNet {got['unet_dtype']}, VAE {got['vae_dtype']}) vs {reference['device']} "
              f"(UNet {reference['unet_dtype']}, VAE {reference['vae_dtype']})")
+    print(f"{where}: max |diff| {diff.max().item():.4g}, mean {diff.mean().item():.4g}, "
+          f"99th percentile {diff.flatten().quantile(0.99).item():.4g}; refine's mean change {change:.4g}")
     assert diff.max().item() <= MAX_ABS and diff.mean().item() <= MEAN_ABS, (
         f"{where}: max |diff| {diff.max().item():.4g} (bound {MAX_ABS}), mean {diff.mean().item():.4g} "
         f"(bound {MEAN_ABS}), 99th percentile {diff.flatten().quantile(0.99).item():.4g}; refine's mean change {change:.4g}"
