@@ -1,10 +1,12 @@
-"""benchmarks/cuda.py's FLOP count, the one part of the CUDA benchmark that needs no GPU (meta device)."""
+"""benchmarks/cuda.py without a GPU: its FLOP count on the meta device and its --tiny mode end to end."""
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -16,3 +18,24 @@ def test_sdxl_unet_flops_match_the_figure_measured_on_the_h100():
     assert abs(flops["1024px_context77"] - 6.76) < 0.01
     assert flops["1024px_context77"] < flops["1024px_context334"] < 1.1 * flops["1024px_context77"]
     assert 2.25 < flops["1536px_context77"] / flops["1024px_context77"] < 3.0
+
+
+@pytest.mark.slow
+def test_tiny_benchmark_meters_unet_calls_and_one_image_encoding_for_all_concepts(tmp_path):
+    """The GPU benchmark's --tiny mode end to end: its rows exist and its meters count what the pipeline does."""
+    steps = 2
+    subprocess.run([sys.executable, "benchmarks/cuda.py", "--tiny", "--out", str(tmp_path), "--only", "detailer",
+                    "detector", "--detections", "2", "--steps", str(steps), "--repeats", "1"],
+                   cwd=ROOT, check=True, capture_output=True, text=True, timeout=900)
+    rows = {r["run"]: r for r in json.loads((tmp_path / "cuda_benchmark.json").read_text())["runs"]}
+    assert set(rows) == {"detailer", "detailer_sequential_ksampler", "detailer+clip_vit", "detector_first_call_b1",
+                         "detector_warm_b1", "detector_warm_b4"}
+    # Two 512 px crops that overlap on the 1024² canvas: two rounds of one crop, cond and uncond in one call per step.
+    assert rows["detailer"]["unet_batches"] == {"2": 2 * steps}
+    assert rows["detailer_sequential_ksampler"]["unet_batches"] == {"2": 2 * steps}
+    # Anchored prompts (77 + 17 tokens) do not concatenate with the 77-token negative: twice the calls, same FLOPs.
+    assert rows["detailer+clip_vit"]["unet_batches"] == {"1": 4 * steps}
+    assert rows["detailer+clip_vit"]["context_lengths"] == [77, 94]
+    assert rows["detailer"]["unet_tflop"] > 0
+    for name in ("detector_first_call_b1", "detector_warm_b1", "detector_warm_b4"):
+        assert rows[name]["vision_calls"] == 1
