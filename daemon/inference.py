@@ -101,14 +101,18 @@ def detect(model, images: torch.Tensor, concepts: list[str], threshold: float = 
                 scores = scores * out.presence_logits.float().sigmoid()
             hits = torch.nonzero(scores > threshold)
             if hits.shape[0]:
-                image, query = hits.unbind(1)
-                masks = out.pred_masks[image, query].float().sigmoid()[None]
-                masks = F.interpolate(masks, size=(height, width), mode="bilinear", align_corners=False)[0]
-                masks = (masks > mask_threshold).float().cpu()
-                boxes = out.pred_boxes[image, query].float().clamp(0, 1).cpu()
-                kept = scores[image, query].cpu().tolist()
-                for j, i in enumerate(image.cpu().tolist()):
-                    found[start + i].append(_detection(boxes[j], masks[j], kept[j], concept, start + i, min_area))
+                hit_image, hit_query = hits.unbind(1)
+                boxes = out.pred_boxes[hit_image, hit_query].float().clamp(0, 1).cpu()
+                hit_scores = scores[hit_image, hit_query].cpu().tolist()
+                owner = hit_image.cpu()
+                for i in owner.unique().tolist():
+                    rows = torch.nonzero(owner == i).flatten()
+                    logits = out.pred_masks[i, hit_query[rows.to(hit_query.device)]].float()
+                    masks = F.interpolate(logits.sigmoid()[None], size=(height, width), mode="bilinear",
+                                          align_corners=False)[0]
+                    masks = (masks > mask_threshold).cpu().float()
+                    for r, mask in zip(rows.tolist(), masks):
+                        found[start + i].append(_detection(boxes[r], mask, hit_scores[r], concept, start + i, min_area))
             step += 1
             if progress is not None:
                 progress(step, steps)

@@ -118,6 +118,20 @@ def test_batch_gives_per_image_results(handle):
             assert (x.mask == y.mask).float().mean() > 0.999
 
 
+def test_chunks_that_split_the_batch_give_each_image_its_own_results(handle):
+    images = [_image(10 + i) for i in range(5)]
+    chunked = handle.detect(torch.cat(images), ["face", "hand"], threshold=0.3, chunk_size=2)
+    assert chunked.detections
+    for index, single in enumerate(images):
+        alone = handle.detect(single, ["face", "hand"], threshold=0.3, chunk_size=2)
+        got = chunked.for_image(index)
+        assert [d.image_index for d in got] == [index] * len(got)
+        assert [(d.label, d.box) for d in got] == [(d.label, d.box) for d in alone.detections]
+        for x, y in zip(got, alone.detections):
+            assert x.score == pytest.approx(y.score, abs=1e-5)
+            assert (x.mask == y.mask).float().mean() > 0.999
+
+
 def test_deterministic(handle):
     image = _image(5)
     first, p1, m1 = _run(handle, image)
