@@ -6,7 +6,7 @@ from typing import Any, Callable
 
 import torch
 
-from .fusion import fuse_conditioning, vision_tokens
+from .fusion import context_slots, fuse_conditioning, vision_tokens
 from .sampling import decode_batch, encode_batch, sample_all
 
 
@@ -38,7 +38,8 @@ def refine_batch(
     """Refine pixels [B, H, W, 3] sampled from noise [B, C, H/f, W/f] (memory-bounded, halved on OOM) into [B, H, W, 3]."""
     positive = job.positive
     if job.clip_vision is not None and job.vision_strength != 0:
-        positive = fuse_conditioning(positive, vision_tokens(job.clip_vision, pixels), job.vision_strength)
+        positive = fuse_conditioning(positive, vision_tokens(job.clip_vision, pixels), job.vision_strength,
+                                     context_slots(job.model))
     latent = encode_batch(job.vae, pixels)
     if latent.shape[1:] != noise.shape[1:]:
         raise ValueError(

@@ -16,7 +16,7 @@ import torch
 
 from cuda_reference import assert_same_refine, run_in_subprocess, small_refine
 from luna_semantic_detailer.kernels.detections import connected_regions, mask_boxes
-from luna_semantic_detailer.kernels.fusion import fuse_conditioning
+from luna_semantic_detailer.kernels.fusion import SDXL_SLOTS, fuse_conditioning
 from luna_semantic_detailer.kernels.masks import blend_, detection_alpha, smoothstep, tile_alpha, tile_feather
 from luna_semantic_detailer.kernels.noise import make_scaffold, slice_noise
 from luna_semantic_detailer.kernels.regions import box_mask, mask_regions
@@ -328,14 +328,14 @@ def test_fuse_conditioning_with_cuda_tokens_matches_the_closed_form_on_the_condi
     text = torch.randn((1, 77, width), generator=g)
     pooled = torch.randn((1, 1280), generator=g)
     tokens = torch.randn((3, 5, token_width), generator=g)
-    (fused, options), = fuse_conditioning([[text, {"pooled_output": pooled}]], tokens.cuda(), 0.7)
+    (fused, options), = fuse_conditioning([[text, {"pooled_output": pooled}]], tokens.cuda(), 0.7, SDXL_SLOTS)
     assert fused.device.type == "cpu" and fused.dtype == text.dtype
     vision = torch.cat([torch.zeros(3, 5, before, dtype=torch.float64), 0.7 * tokens.double(),
                         torch.zeros(3, 5, after, dtype=torch.float64)], dim=-1)
     expected = torch.cat([text.double().expand(3, -1, -1), vision], dim=1)
     torch.testing.assert_close(fused.double(), expected, rtol=0, atol=1e-6)
     assert torch.equal(options["pooled_output"], pooled.expand(3, -1))
-    (on_cuda, _), = fuse_conditioning([[text.cuda(), {}]], tokens, 0.7)
+    (on_cuda, _), = fuse_conditioning([[text.cuda(), {}]], tokens, 0.7, SDXL_SLOTS)
     assert on_cuda.device.type == "cuda"
     torch.testing.assert_close(on_cuda.cpu().double(), expected, rtol=0, atol=1e-6)
 

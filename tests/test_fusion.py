@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from fixtures.tiny_models import CONTEXT_DIM, VISION_CONFIG, VISION_TOKENS, tiny_clip, tiny_clip_vision
 
-from luna_semantic_detailer.kernels.fusion import fuse_conditioning, vision_tokens
+from luna_semantic_detailer.kernels.fusion import SDXL_SLOTS, context_slots, fuse_conditioning, vision_tokens
 from luna_semantic_detailer.kernels.sampling import sample_batch
 
 MEAN = [0.48145466, 0.4578275, 0.40821073]
@@ -128,7 +128,7 @@ def test_width_mismatch_is_a_clear_error():
 def test_sdxl_context_takes_vit_tokens_in_their_encoders_slot(width, before):
     text = [[torch.randn(1, 77, 2048), {"pooled_output": torch.randn(1, 1280)}]]
     tokens = torch.randn(2, 5, width)
-    cond = fuse_conditioning(text, tokens, 0.5)[0][0]
+    cond = fuse_conditioning(text, tokens, 0.5, SDXL_SLOTS)[0][0]
     assert cond.shape == (2, 82, 2048)
     expected = torch.zeros(2, 5, 2048)
     expected[..., before:before + width] = tokens * 0.5
@@ -136,10 +136,30 @@ def test_sdxl_context_takes_vit_tokens_in_their_encoders_slot(width, before):
     assert torch.equal(cond[:, :77], text[0][0].expand(2, -1, -1))
 
 
-def test_a_width_without_a_slot_in_the_sdxl_context_is_refused():
+def test_narrower_tokens_without_slots_or_without_one_that_fits_are_refused():
     text = [[torch.randn(1, 77, 2048), {}]]
+    with pytest.raises(ValueError, match="projects to 768 but the model's text context is 2048"):
+        fuse_conditioning(text, torch.randn(1, 5, 768), 1.0)
     with pytest.raises(ValueError, match="projects to 1024 but the model's text context is 2048"):
-        fuse_conditioning(text, torch.randn(1, 5, 1024), 1.0)
+        fuse_conditioning(text, torch.randn(1, 5, 1024), 1.0, SDXL_SLOTS)
+    with pytest.raises(ValueError, match="projects to 768 but the model's text context is 1280"):
+        fuse_conditioning([[torch.randn(1, 77, 1280), {}]], torch.randn(1, 5, 768), 1.0, SDXL_SLOTS)
+
+
+def test_only_sdxl_models_have_context_slots():
+    import comfy.model_patcher
+    import comfy.supported_models
+    from fixtures.tiny_models import tiny_model
+
+    sdxl_config = dict(comfy.supported_models.SDXL.unet_config, adm_in_channels=2816, in_channels=4, out_channels=4,
+                       model_channels=32, num_res_blocks=[1], channel_mult=[1], transformer_depth=[0],
+                       transformer_depth_output=[0, 0], transformer_depth_middle=0, num_head_channels=32,
+                       use_spatial_transformer=True, use_linear_in_transformer=True, legacy=False, image_size=32,
+                       use_checkpoint=False, use_temporal_resblock=False, use_temporal_attention=False)
+    base = comfy.supported_models.SDXL(sdxl_config).get_model({}, "", device=torch.device("meta"))
+    sdxl = comfy.model_patcher.ModelPatcher(base, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
+    assert context_slots(sdxl) == SDXL_SLOTS
+    assert context_slots(tiny_model()) == {}
 
 
 def test_text_batch_that_is_neither_one_nor_the_crop_batch_is_refused():
