@@ -119,20 +119,18 @@ def feather_flags(tiles: Sequence[Tile], phases: Sequence[Sequence[int]]) -> lis
 
 
 def batches(indices: Sequence[int], max_batch: int) -> list[list[int]]:
-    """`indices` in order, cut into the fewest consecutive batches of at most `max_batch`, sizes differing by at most 1.
+    """`indices` in order, cut into the fewest consecutive batches of at most `max_batch`, larger first, sizes differing by at most 1.
 
-    9 tiles at max_batch 8 go as 5 + 4, not 8 + 1: the same number of sampler calls, none of them at a batch size
-    that leaves the GPU idle.
+    9 tiles at max_batch 8 go as 5 + 4 rather than 8 + 1: as many sampler calls, none at a size far below the rest.
     """
     _positive_int("max_batch", max_batch)
     items = list(indices)
     count = -(-len(items) // max_batch)
-    cuts = [len(items) * k // count for k in range(count + 1)] if count else [0]
-    sizes = sorted((b - a for a, b in zip(cuts, cuts[1:])), reverse=True)
+    size, extra = divmod(len(items), count) if count else (0, 0)
     out, start = [], 0
-    for size in sizes:
-        out.append(items[start:start + size])
-        start += size
+    for n in [size + 1] * extra + [size] * (count - extra):
+        out.append(items[start:start + n])
+        start += n
     return out
 
 

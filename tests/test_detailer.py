@@ -69,9 +69,11 @@ def test_batch_size_does_not_change_the_canvas_and_counts_sampler_calls():
     with sampler_spy() as calls_three:
         three, _ = detail(image, data, max_batch=3)
     assert len(calls_one) == 4 and len(calls_three) == math.ceil(4 / 3)
-    # float32 convolutions differ in the last bits between batch sizes; the decoder amplifies that to ~2e-4 at worst.
+    # float32 convolutions round differently at other batch sizes; seen: 2.1e-4 at worst, 2.8e-6 on average where
+    # the detailer painted.
     torch.testing.assert_close(one, three, atol=5e-4, rtol=0)
-    assert (one - three).abs().mean() < 1e-6
+    painted = (one != image).any(-1)
+    assert (one - three).abs()[painted].mean() < 3e-5
 
 
 def test_initial_noise_is_the_exact_scaffold_slice():
