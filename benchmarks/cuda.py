@@ -1,6 +1,6 @@
 """The pipeline at 4K with SDXL-size random-weight models on CUDA, against sequential stock-ComfyUI baselines.
 
-Run from the repository root on a CUDA machine: `.venv/bin/python benchmarks/cuda.py [--out DIR] [--profile]`;
+Run from the repository root on a CUDA machine: `.venv/bin/python benchmarks/cuda.py [--out DIR] [--profile NAME…]`;
 `--tiny` runs the same script on the CPU with the tests' tiny models on a small canvas. Reported per run: wall time,
 UNet calls and their batch sizes, UNet FLOPs (FlopCounterMode on one forward per input shape × image-forwards), the
 fraction of the bf16 dense peak that wall time achieves, peak memory, and the share of wall time outside the UNet.
@@ -33,6 +33,7 @@ SDXL_UNET = {
 SD_VAE = {"params": {"embed_dim": 4, "ddconfig": {
     "double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 128,
     "ch_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0}}}
+# Dense bf16 peaks: the H100's as issue 10 states it; the H200's as the device README states it (same Hopper SMs).
 BF16_DENSE_TFLOPS = {"H100": 798.0, "H200": 790.0}
 # Most wanted first: a run cut short by a time limit loses the tail.
 RUN_ORDER = ("refiner", "refiner_sequential_ksampler", "detailer", "detailer_sequential_ksampler", "detector",
@@ -211,7 +212,9 @@ def write_sam3(folder: Path, full: bool) -> str:
 
 
 def tile_boxes(count: int) -> list[tuple[float, float, float, float]]:
-    """`count` objects, each 1/10 of the canvas, centred in the cells of a 4×4 grid: their crops never overlap."""
+    """`count` (≤ 16) objects, each 1/10 of the canvas, centred in the cells of a 4×4 grid (1024 crops of a 4096² canvas do not overlap)."""
+    if not 1 <= count <= 16:
+        raise ValueError(f"detections must be 1..16, got {count}")
     centers = [((i % 4 + 0.5) / 4, (i // 4 + 0.5) / 4) for i in range(count)]
     return [(x - 0.05, y - 0.05, x + 0.05, y + 0.05) for x, y in centers]
 
@@ -353,11 +356,8 @@ class Sampling:
 
 
 def detector_runs(s: Settings, args, folder: Path) -> list[dict]:
-    import torch
+    """Detector rows, with SAM3's image encoder calls counted."""
     from transformers import Sam3Model
-
-    from luna_semantic_detailer.daemon.host import daemon
-    from luna_semantic_detailer.nodes.sam3 import LunaSAM3Detector, LunaSAM3Loader
 
     vision_calls = []
     real = Sam3Model.get_vision_features
@@ -367,6 +367,18 @@ def detector_runs(s: Settings, args, folder: Path) -> list[dict]:
         return real(self, *a, **k)
 
     Sam3Model.get_vision_features = counting
+    try:
+        return _detector_rows(s, args, folder, vision_calls)
+    finally:
+        Sam3Model.get_vision_features = real
+
+
+def _detector_rows(s: Settings, args, folder: Path, vision_calls: list) -> list[dict]:
+    import torch
+
+    from luna_semantic_detailer.daemon.host import daemon
+    from luna_semantic_detailer.nodes.sam3 import LunaSAM3Detector, LunaSAM3Loader
+
     images = torch.rand(4, s.detect_size, s.detect_size, 3, generator=torch.Generator().manual_seed(1))
     handle = LunaSAM3Loader().load(write_sam3(folder, full=not args.tiny), "auto", "auto")[0]
 
@@ -390,7 +402,6 @@ def detector_runs(s: Settings, args, folder: Path) -> list[dict]:
         rows.append({"run": f"detector_warm_b{batch}", "wall_s": round(median, 4),
                      "ms_per_image": round(1000 * median / batch, 1), "peak_mib": round(peak_mib),
                      "concepts": len(CONCEPTS.split(",")), "vision_calls": len(vision_calls), "detections": found[-1]})
-    Sam3Model.get_vision_features = real
     return rows
 
 
@@ -480,8 +491,8 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="CPU-sized check: the tests' tiny models, a 1024² canvas")
     parser.add_argument("--out", type=Path, default=Path("benchmark-results"))
     parser.add_argument("--only", nargs="*", help="run names to keep (prefixes: refiner, detailer, detector)")
-    parser.add_argument("--profile", nargs="*", default=[],
-                        help="refiner/detailer run names to profile at the end with torch.profiler (one 4-step call each)")
+    parser.add_argument("--profile", nargs="*", default=[], choices=[n for n in RUN_ORDER if n != "detector"],
+                        help="runs to profile at the end with torch.profiler (one 4-step call each)")
     parser.add_argument("--repeats", type=int, default=3, help="warm detector calls per batch size (median)")
     for name, kind in (("canvas", int), ("tile", int), ("overlap", int), ("steps", int), ("max_batch", int),
                        ("crop", str), ("detections", int), ("vision_strength", float)):
@@ -492,15 +503,15 @@ def main() -> None:
     setup()
     import torch
 
-    if not args.tiny and not torch.cuda.is_available():
-        print("no CUDA: full-size models on the CPU (a check of the script, not a benchmark); --tiny is the CPU mode",
-              file=sys.stderr)
     s = replace(TINY if args.tiny else Settings(),
                 **{k: v for k, v in vars(args).items() if k in Settings.__dataclass_fields__ and v is not None})
     if args.flops:
         print(json.dumps({"sdxl_unet_forward_tflop": meta_forward_tflop(s),
                           f"sd_vae_{s.tile}px_tflop": meta_vae_tflop(s.tile)}))
         return
+    if not args.tiny and not torch.cuda.is_available():
+        print("no CUDA: full-size models on the CPU (a check of the script, not a benchmark); --tiny is the CPU mode",
+              file=sys.stderr)
     args.out.mkdir(parents=True, exist_ok=True)
     peak = peak_tflops(args)
     started = time.perf_counter()
@@ -521,7 +532,7 @@ def main() -> None:
                         report.add(row)
                 else:
                     report.add(sampling.run(name))
-            for name in args.profile or ():
+            for name in args.profile:
                 profile(sampling.calls(min(s.steps, 4))[name], args.out / f"profile_{name.replace('+', '_')}.txt")
     print(f"wrote {report.path}")
 

@@ -12,14 +12,13 @@ ROOT = Path(__file__).resolve().parents[1]
 COMFYUI = Path(os.environ.get("LSD_COMFYUI", ROOT / ".comfyui")).resolve()
 
 
-def setup() -> None:
-    """Import ComfyUI (--cpu when no CUDA), the pack, and the test fixtures' tiny-model builders.
+# This folder leaves sys.path once a script has imported harness: its cuda.py and kernels.py would otherwise stand in
+# for the `cuda` (cuda-python) and `kernels` packages that torch and transformers probe for.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
-    The scripts' own folder leaves sys.path first: `cuda.py` and `kernels.py` would otherwise stand in for the
-    `cuda` (cuda-python) and `kernels` packages that torch and transformers probe for.
-    """
-    here = str(Path(__file__).resolve().parent)
-    sys.path[:] = [p for p in sys.path if str(Path(p or ".").resolve()) != here]
+
+def setup() -> None:
+    """Import ComfyUI (--cpu when no CUDA), the pack, and the test fixtures' tiny-model builders."""
     import torch
 
     sys.path[:0] = [str(COMFYUI), str(ROOT / "tests")]

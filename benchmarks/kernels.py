@@ -13,8 +13,7 @@ import types
 from collections.abc import Callable
 from pathlib import Path
 
-# This folder leaves sys.path: its cuda.py and kernels.py would stand in for packages torch and transformers probe for.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+import harness  # noqa: F401  (first: it takes this folder off sys.path before torch is imported)
 import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,5 +13,9 @@ python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.versio
   | tee -a "$OUT/gpu.txt"
 timeout "${TEST_TIMEOUT:-150}" python3 -m pytest -q -m cuda tests/test_cuda.py --timeout 90 -rA --durations=10 2>&1 \
   | tee "$OUT/cuda_tests.log"
+tests_rc=${PIPESTATUS[0]}
 timeout "${BENCH_TIMEOUT:-390}" python3 benchmarks/cuda.py --out "$OUT" --profile refiner "$@" 2>&1 \
-  | grep --line-buffered -vE 'it/s\]|s/it\]' | tee "$OUT/cuda_benchmark.log"
+  | { grep --line-buffered -vE 'it/s\]|s/it\]' || true; } | tee "$OUT/cuda_benchmark.log"
+bench_rc=${PIPESTATUS[0]}
+echo "device-check: tests exit $tests_rc, benchmark exit $bench_rc"
+exit $((tests_rc || bench_rc))

@@ -11,9 +11,16 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def run_script(*args: str) -> str:
+    """benchmarks/cuda.py with `args` in a fresh Python; its stdout, or a failure that shows the end of its stderr."""
+    done = subprocess.run([sys.executable, "benchmarks/cuda.py", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
 def test_sdxl_unet_flops_match_the_figure_measured_on_the_h100():
-    out = subprocess.run([sys.executable, "benchmarks/cuda.py", "--flops"], cwd=ROOT, check=True, capture_output=True,
-                         text=True, timeout=600).stdout
+    out = run_script("--flops")
     flops = json.loads(out.strip().splitlines()[-1])["sdxl_unet_forward_tflop"]
     assert abs(flops["1024px_context77"] - 6.76) < 0.01
     assert flops["1024px_context77"] < flops["1024px_context334"] < 1.1 * flops["1024px_context77"]
@@ -24,9 +31,8 @@ def test_sdxl_unet_flops_match_the_figure_measured_on_the_h100():
 def test_tiny_benchmark_meters_unet_calls_and_one_image_encoding_for_all_concepts(tmp_path):
     """The GPU benchmark's --tiny mode end to end: its rows exist and its meters count what the pipeline does."""
     steps = 2
-    subprocess.run([sys.executable, "benchmarks/cuda.py", "--tiny", "--out", str(tmp_path), "--only", "detailer",
-                    "detector", "--detections", "2", "--steps", str(steps), "--repeats", "1"],
-                   cwd=ROOT, check=True, capture_output=True, text=True, timeout=900)
+    run_script("--tiny", "--out", str(tmp_path), "--only", "detailer", "detector", "--detections", "2",
+               "--steps", str(steps), "--repeats", "1")
     rows = {r["run"]: r for r in json.loads((tmp_path / "cuda_benchmark.json").read_text())["runs"]}
     assert set(rows) == {"detailer", "detailer_sequential_ksampler", "detailer+clip_vit", "detector_first_call_b1",
                          "detector_warm_b1", "detector_warm_b4"}
