@@ -20,7 +20,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from harness import measure, setup
+from harness import grid_boxes, measure, setup
 
 SDXL_UNET = {
     "use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True, "legacy": False,
@@ -211,14 +211,6 @@ def write_sam3(folder: Path, full: bool) -> str:
     return "model.safetensors"
 
 
-def tile_boxes(count: int) -> list[tuple[float, float, float, float]]:
-    """`count` (≤ 16) objects, each 1/10 of the canvas, centred in the cells of a 4×4 grid (1024 crops of a 4096² canvas do not overlap)."""
-    if not 1 <= count <= 16:
-        raise ValueError(f"detections must be 1..16, got {count}")
-    centers = [((i % 4 + 0.5) / 4, (i // 4 + 0.5) / 4) for i in range(count)]
-    return [(x - 0.05, y - 0.05, x + 0.05, y + 0.05) for x, y in centers]
-
-
 def stock_refine(m: Models, pixels, s: Settings, seed: int, mask=None):
     """One stock ComfyUI pass at batch 1: VAEEncode (+ SetLatentNoiseMask), KSampler, VAEDecode."""
     import nodes
@@ -242,7 +234,7 @@ def runs(m: Models, s: Settings, image, scaffold) -> dict:
     from luna_semantic_detailer.nodes.detailer import CROP_SIZES, LunaSAM3Detailer
     from luna_semantic_detailer.nodes.refiner import LunaGlobalRefiner
 
-    detections = DetectionData(tuple(Detection(b, None, 1.0, "face") for b in tile_boxes(s.detections)),
+    detections = DetectionData(tuple(Detection(b, None, 1.0, "face") for b in grid_boxes(s.detections)),
                                (s.canvas, s.canvas))
     anchoring = dict(clip_vision=m.clip_vision)
 

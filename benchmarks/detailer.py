@@ -10,19 +10,11 @@ import json
 import subprocess
 import sys
 
-from harness import measure, setup
-
-
-def boxes(count: int) -> list[tuple[float, float, float, float]]:
-    """`count` small objects centred in the cells of a 4×4 grid: on a 2048² canvas their 512 px crops tile it without overlap."""
-    side = 4
-    centers = [((i % side + 0.5) / side, (i // side + 0.5) / side) for i in range(count)]
-    return [(x - 0.05, y - 0.05, x + 0.05, y + 0.05) for x, y in centers]
+from harness import count_sampler_calls, grid_boxes, measure, setup
 
 
 def run(max_batch: int, canvas: int, crop: str, steps: int, count: int) -> dict:
     setup()
-    import comfy.sample
     import torch
 
     from fixtures.tiny_models import tiny_clip, tiny_model, tiny_vae
@@ -35,15 +27,8 @@ def run(max_batch: int, canvas: int, crop: str, steps: int, count: int) -> dict:
     negative = clip.encode_from_tokens_scheduled(clip.tokenize(""))
     image = torch.rand(1, canvas, canvas, 3, generator=torch.Generator().manual_seed(0))
     scaffold = NoiseScaffold(make_scaffold(canvas, canvas, 5), canvas, canvas, 8, 5)
-    data = DetectionData(tuple(Detection(b, None, 1.0, "face") for b in boxes(count)), (canvas, canvas))
-    calls = []
-    real = comfy.sample.sample
-
-    def counting(*args, **kwargs):
-        calls.append(1)
-        return real(*args, **kwargs)
-
-    comfy.sample.sample = counting
+    data = DetectionData(tuple(Detection(b, None, 1.0, "face") for b in grid_boxes(count)), (canvas, canvas))
+    calls = count_sampler_calls()
 
     def detail():
         LunaSAM3Detailer().detail(image, scaffold, data, model, positive, negative, vae, steps=steps, cfg=5.0,

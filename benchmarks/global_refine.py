@@ -10,7 +10,7 @@ import json
 import subprocess
 import sys
 
-from harness import measure, setup
+from harness import count_sampler_calls, measure, setup
 
 
 def run(variant: str, canvas: int, tile: int, overlap: int, steps: int, max_batch: int) -> dict:
@@ -48,9 +48,12 @@ def run(variant: str, canvas: int, tile: int, overlap: int, steps: int, max_batc
             blend_(out, refined, tile_alpha(t.height, t.width, overlap, *edges), t.x, t.y)
 
     fn = batched if variant == "batched" else sequential
+    calls = count_sampler_calls()
     fn()
+    calls.clear()
     wall, peak = measure(fn)
-    return {"variant": variant, "tiles": len(tiles), "wall_s": round(wall, 2), "peak_mib": round(peak)}
+    return {"variant": variant, "tiles": len(tiles), "sampler_calls": len(calls), "wall_s": round(wall, 2),
+            "peak_mib": round(peak)}
 
 
 def main() -> None:
@@ -70,9 +73,9 @@ def main() -> None:
         cmd = [sys.executable, __file__, "--variant", variant] + [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k != "variant"]
         rows.append(json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]))
     print(f"canvas {args.canvas}², tiles {args.tile} (overlap {args.overlap}), {args.steps} steps, max_batch {args.max_batch}, tiny SD1.5-style UNet")
-    print(f"{'variant':<12}{'tiles':>7}{'wall s':>9}{'peak MiB':>10}")
+    print(f"{'variant':<12}{'tiles':>7}{'sampler calls':>15}{'wall s':>9}{'peak MiB':>10}")
     for r in rows:
-        print(f"{r['variant']:<12}{r['tiles']:>7}{r['wall_s']:>9}{r['peak_mib']:>10}")
+        print(f"{r['variant']:<12}{r['tiles']:>7}{r['sampler_calls']:>15}{r['wall_s']:>9}{r['peak_mib']:>10}")
     print(f"sequential / batched wall time: {rows[0]['wall_s'] / rows[1]['wall_s']:.2f}×")
 
 

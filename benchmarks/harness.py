@@ -47,3 +47,30 @@ def measure(fn) -> tuple[float, float]:
     wall = time.perf_counter() - start
     peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return wall, peak
+
+
+def grid_boxes(count: int) -> list[tuple[float, float, float, float]]:
+    """`count` (≤ 16) normalized boxes, each 1/10 of the canvas, centred in the cells of a 4×4 grid.
+
+    Their crops at 1.5× context do not overlap where a crop is at most a quarter of the canvas side (512 px crops of
+    2048², 1024 of 4096²).
+    """
+    if not 1 <= count <= 16:
+        raise ValueError(f"count must be 1..16, got {count}")
+    centers = [((i % 4 + 0.5) / 4, (i // 4 + 0.5) / 4) for i in range(count)]
+    return [(x - 0.05, y - 0.05, x + 0.05, y + 0.05) for x, y in centers]
+
+
+def count_sampler_calls() -> list:
+    """A list that gets one entry per comfy.sample.sample call from now on (the function is wrapped in place)."""
+    import comfy.sample
+
+    calls: list = []
+    real = comfy.sample.sample
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    comfy.sample.sample = counting
+    return calls
