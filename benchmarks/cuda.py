@@ -340,6 +340,8 @@ class Sampling:
             "run": name, "wall_s": round(wall, 3), "unet_calls": len(meter.calls),
             "unet_batches": dict(Counter(batch for _, batch in meter.calls)),
             "context_lengths": sorted({key[1] for key, _ in meter.calls}),
+            "tflop_per_image_forward": {f"{key[0][-1] * 8}px_context{key[1]}": round(meter.flops_per_image[key] / 1e12, 4)
+                                        for key in sorted({key for key, _ in meter.calls})},
             "unet_tflop": round(flops / 1e12, 3), "achieved_tflops": round(flops / wall / 1e12, 3),
             "peak_fraction": round(flops / wall / 1e12 / self.peak, 3) if self.peak else None,
             "outside_unet": round(1 - unet_s / wall, 3), "peak_mib": round(peak_mib),
@@ -410,26 +412,6 @@ def profile(fn, path: Path) -> None:
             torch.cuda.synchronize()
     sort = "cuda_time_total" if torch.cuda.is_available() else "cpu_time_total"
     path.write_text(profiler.key_averages().table(sort_by=sort, row_limit=50))
-
-
-def unet_forward_tflop(m: Models, s: Settings) -> float:
-    """FLOPs of one UNet forward at batch 1 on a tile-size latent with the text context (FlopCounterMode)."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    import comfy.model_management as mm
-
-    mm.load_models_gpu([m.model])
-    base = m.model.model
-    x = torch.zeros(1, 4, s.tile // 8, s.tile // 8, device=mm.get_torch_device())
-    context = m.positive[0][0].to(x.device)
-    extra = {}
-    if "pooled_output" in m.positive[0][1] and getattr(base, "adm_channels", 0):
-        extra["y"] = base.encode_adm(pooled_output=m.positive[0][1]["pooled_output"].to(x.device), width=s.tile,
-                                     height=s.tile, target_width=s.tile, target_height=s.tile)
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        base.apply_model(x, torch.ones(1, device=x.device), c_crossattn=context, **extra)
-    return counter.get_total_flops() / 1e12
 
 
 def meta_forward_tflop(s: Settings) -> dict:
@@ -514,7 +496,6 @@ def main() -> None:
             args.out / "cuda_benchmark.json",
             device=torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu", torch=torch.__version__,
             settings=asdict(s), peak_bf16_tflops=peak, models_built_s=round(time.perf_counter() - started, 1),
-            unet_forward_tflop=round(unet_forward_tflop(m, s), 4),
         )
         with torch.inference_mode():
             sampling = Sampling(m, s, peak)

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from cuda_reference import assert_same_refine, run_in_subprocess, small_refine
+from test_masks import chebyshev_distance, naive_ramp, reference_alpha, smoothstep64
 from luna_semantic_detailer.kernels.detections import connected_regions, mask_boxes
 from luna_semantic_detailer.kernels.fusion import SDXL_SLOTS, fuse_conditioning
 from luna_semantic_detailer.kernels.masks import blend_, detection_alpha, smoothstep, tile_alpha, tile_feather
@@ -32,11 +33,6 @@ MiB = 1 << 20
 
 def gen(seed: int) -> torch.Generator:
     return torch.Generator("cpu").manual_seed(seed)
-
-
-def smoothstep64(m: np.ndarray) -> np.ndarray:
-    m = np.clip(np.asarray(m, dtype=np.float64), 0.0, 1.0)
-    return 3 * m**2 - 2 * m**3
 
 
 # --- noise ------------------------------------------------------------------------------------------------------
@@ -150,16 +146,6 @@ def test_blend_on_cuda_matches_float64_lerp_and_is_exact_at_the_ends(moved):
     assert torch.equal(got[:, y + 20:y + 24, x:x + 32], refined.expand(2, -1, -1, -1)[:, 20:])
 
 
-def naive_ramp(length: int, overlap: int, low: bool, high: bool) -> np.ndarray:
-    out = np.ones(length)
-    for i in range(length):
-        if low and i < overlap:
-            out[i] = min(out[i], (i + 0.5) / overlap)
-        if high and length - 1 - i < overlap:
-            out[i] = min(out[i], (length - 1 - i + 0.5) / overlap)
-    return out
-
-
 @pytest.mark.parametrize("height,width,overlap,flags", [
     (128, 128, 32, (True, True, False, False)),
     (96, 128, 48, (True, False, True, True)),
@@ -174,28 +160,6 @@ def test_tile_feather_and_alpha_on_cuda_match_the_naive_ramps(height, width, ove
     assert feather.device.type == alpha.device.type == "cuda"
     np.testing.assert_allclose(feather.cpu().double().numpy(), np.outer(ry, rx), rtol=0, atol=1e-6)
     np.testing.assert_allclose(alpha.cpu().double().numpy(), np.outer(smoothstep64(ry), smoothstep64(rx)), rtol=0, atol=1e-6)
-
-
-def chebyshev_distance(region: np.ndarray) -> np.ndarray:
-    """Naive: min over region pixels of max(|dy|, |dx|); inf when the region is empty."""
-    points = np.argwhere(region)
-    out = np.full(region.shape, np.inf)
-    if len(points):
-        for i in range(region.shape[0]):
-            for j in range(region.shape[1]):
-                out[i, j] = np.max(np.abs(points - [i, j]), axis=1).min()
-    return out
-
-
-def reference_alpha(mask: np.ndarray, dilation: int, feather: int) -> np.ndarray:
-    from scipy import ndimage
-
-    binary = mask >= 0.5
-    if dilation > 0:
-        binary = ndimage.binary_dilation(binary, structure=np.ones((2 * dilation + 1,) * 2), border_value=0)
-    elif dilation < 0:
-        binary = ndimage.binary_erosion(binary, structure=np.ones((-2 * dilation + 1,) * 2), border_value=1)
-    return smoothstep64(np.clip((feather + 1 - chebyshev_distance(binary)) / (feather + 1), 0, 1))
 
 
 @pytest.mark.parametrize("dilation,feather", [(0, 0), (3, 5), (-2, 4), (6, 0)])
