@@ -1,4 +1,4 @@
-"""Master noise scaffold of a canvas and exact 1:1 latent slicing of it (no interpolation)."""
+"""Master noise scaffold of a canvas, exact 1:1 latent slicing of it, and the per-step noise field of the canvas."""
 from __future__ import annotations
 
 import math
@@ -37,21 +37,6 @@ def make_scaffold(width: int, height: int, seed: int, channels: int = 4, factor:
     return torch.randn((1, channels, rows, cols), generator=generator, dtype=torch.float32, device="cpu")
 
 
-def snap_box(x: int, y: int, w: int, h: int, factor: int, canvas_w: int, canvas_h: int) -> Box:
-    """Smallest grid-aligned pixel box containing (x, y, w, h), clipped to the latent canvas (ceil(W/f)*f x ceil(H/f)*f)."""
-    _check_int("factor", factor, 1)
-    rows, cols = latent_size(canvas_w, canvas_h, factor)
-    if w <= 0 or h <= 0:
-        raise ValueError(f"box size must be positive, got w={w}, h={h}")
-    x0 = max(0, math.floor(x / factor)) * factor
-    y0 = max(0, math.floor(y / factor)) * factor
-    x1 = min(cols, math.ceil((x + w) / factor)) * factor
-    y1 = min(rows, math.ceil((y + h) / factor)) * factor
-    if x1 <= x0 or y1 <= y0:
-        raise ValueError(f"box {(x, y, w, h)} lies outside the {canvas_w}x{canvas_h} canvas")
-    return x0, y0, x1 - x0, y1 - y0
-
-
 def latent_box(box: Box, factor: int) -> Box:
     """Latent (x, y, w, h) of a pixel box whose x, y, w, h are all multiples of `factor`."""
     _check_int("factor", factor, 1)
@@ -68,7 +53,7 @@ def latent_box(box: Box, factor: int) -> Box:
                    -(-(y + h) // factor) * factor - y // factor * factor)
         raise ValueError(
             f"box {tuple(box)} is not on the latent grid (multiples of {factor}); "
-            f"snap it first, e.g. snap_box(...) -> {snapped}"
+            f"the smallest grid box containing it is {snapped}"
         )
     return x // factor, y // factor, w // factor, h // factor
 
@@ -94,5 +79,50 @@ def slice_noise(scaffold: torch.Tensor, boxes: Sequence[Box], factor: int) -> to
 
 def region_seed(seed: int, box: Box) -> int:
     """A seed of its own for the scaffold region under a pixel box, so its resample does not depend on batching."""
-    x, y, w, h = box
-    return (seed * 0x9E3779B97F4A7C15 + x * 0x85EBCA6B + y * 0xC2B2AE35 + w * 0x27D4EB2F + h) % 2**63
+    return _mix(seed, *box)
+
+
+FIELD_BLOCK = 64
+_MASK64 = (1 << 64) - 1
+
+
+def _mix(*values: int) -> int:
+    """splitmix64 over the values in turn: a well-spread 63-bit seed."""
+    state = 0x9E3779B97F4A7C15
+    for value in values:
+        state = (state ^ (value & _MASK64)) * 0xBF58476D1CE4E5B9 & _MASK64
+        state = (state ^ (state >> 31)) * 0x94D049BB133111EB & _MASK64
+        state ^= state >> 29
+    return state >> 1
+
+
+def field_noise(seed: int, stream: int, boxes: Sequence[Box], channels: int) -> torch.Tensor:
+    """Standard normal [N, C, h, w] under equal-size latent boxes (x, y, w, h) of the canvas noise field `stream` of `seed`.
+
+    The field is drawn in blocks of FIELD_BLOCK x FIELD_BLOCK cells, block (row, col) from its own CPU generator, so a
+    cell's value depends only on (seed, stream, cell): overlapping boxes agree where they overlap, and no batching or
+    box order changes it.
+    """
+    if len({(w, h) for _, _, w, h in boxes}) != 1:
+        raise ValueError(f"field_noise needs one or more boxes of one size, got {list(boxes)}")
+    cache: dict[tuple[int, int], torch.Tensor] = {}
+
+    def block(row: int, col: int) -> torch.Tensor:
+        if (row, col) not in cache:
+            generator = torch.Generator("cpu").manual_seed(_mix(seed, stream, row, col))
+            cache[row, col] = torch.randn((channels, FIELD_BLOCK, FIELD_BLOCK), generator=generator)
+        return cache[row, col]
+
+    out = []
+    for x, y, w, h in boxes:
+        rows = range(y // FIELD_BLOCK, -(-(y + h) // FIELD_BLOCK))
+        cols = range(x // FIELD_BLOCK, -(-(x + w) // FIELD_BLOCK))
+        grid = torch.cat([torch.cat([block(r, c) for c in cols], dim=2) for r in rows], dim=1)
+        oy, ox = y - rows[0] * FIELD_BLOCK, x - cols[0] * FIELD_BLOCK
+        out.append(grid[:, oy:oy + h, ox:ox + w])
+    return torch.stack(out)
+
+
+def own_noise(seed: int, stream: int, shape: Sequence[int]) -> torch.Tensor:
+    """Standard normal of `shape` from a CPU generator of its own for (seed, stream)."""
+    return torch.randn(tuple(shape), generator=torch.Generator("cpu").manual_seed(_mix(seed, stream)))

@@ -17,10 +17,6 @@ class Tile:
     row: int
     col: int
 
-    def grid_box(self, factor: int) -> tuple[int, int, int, int]:
-        """(x, y, w, h) rounded up to whole latent cells: the pixel box whose scaffold slice this tile samples."""
-        return self.x, self.y, -(-self.width // factor) * factor, -(-self.height // factor) * factor
-
 
 @dataclass(frozen=True)
 class Crop:
@@ -97,25 +93,6 @@ def chess_phases(tiles: Sequence[Tile]) -> list[list[int]]:
     for index, t in enumerate(tiles):
         phases.setdefault((t.row % ky, t.col % kx), []).append(index)
     return [phases[key] for key in sorted(phases)]
-
-
-def feather_flags(tiles: Sequence[Tile], phases: Sequence[Sequence[int]]) -> list[tuple[bool, bool, bool, bool]]:
-    """(left, top, right, bottom) of each tile: True where the grid neighbour on that side is blended in an earlier phase.
-
-    Pass these to masks.tile_alpha for sequential blending in phase order: the first tile to cover a pixel
-    has weight 1 there, so no original pixel survives, and every seam is feathered by the later tile.
-    """
-    phase_of = {index: p for p, members in enumerate(phases) for index in members}
-    at = {(t.row, t.col): i for i, t in enumerate(tiles)}
-    flags = []
-    for i, t in enumerate(tiles):
-        def earlier(row: int, col: int) -> bool:
-            j = at.get((row, col))
-            return j is not None and phase_of[j] < phase_of[i]
-
-        flags.append((earlier(t.row, t.col - 1), earlier(t.row - 1, t.col),
-                      earlier(t.row, t.col + 1), earlier(t.row + 1, t.col)))
-    return flags
 
 
 def batches(indices: Sequence[int], max_batch: int) -> list[list[int]]:

@@ -44,20 +44,6 @@ def check_scaffold_format(scaffold, model=None, vae=None) -> None:
             )
 
 
-def interrupt_point() -> None:
-    """Stop here if the user pressed Cancel."""
-    import comfy.model_management
-
-    comfy.model_management.throw_exception_if_processing_interrupted()
-
-
-def progress_bar(total: int):
-    """ComfyUI's progress bar (shown on the node in the UI)."""
-    import comfy.utils
-
-    return comfy.utils.ProgressBar(total)
-
-
 def sampler_inputs(denoise: float) -> dict:
     """The KSampler-style inputs shared by the detailer and the global refiner."""
     import comfy.samplers

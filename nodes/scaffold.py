@@ -1,11 +1,10 @@
 """LunaNoiseScaffold (the master noise map), LunaScaffoldNoise (a NOISE for SamplerCustomAdvanced), and a preview."""
 from __future__ import annotations
 
-import torch
 
 from ..kernels.noise import make_scaffold
-from ..kernels.resample import downscale_noise
 from ..luna_types import NOISE_SCAFFOLD, NoiseScaffold
+from ..pipeline.scaffold_noise import ScaffoldNoise
 from .common import CATEGORY, LATENT_FORMATS, model_latent_spec, vae_latent_spec
 
 
@@ -43,43 +42,6 @@ class LunaNoiseScaffold:
         spec = vae_latent_spec(vae) if vae is not None else model_latent_spec(model) if model is not None else LATENT_FORMATS[latent_format]
         noise = make_scaffold(width, height, seed, channels=spec.channels, factor=spec.factor)
         return (NoiseScaffold(noise=noise, width=width, height=height, factor=spec.factor, seed=seed),)
-
-
-class ScaffoldNoise:
-    """A ComfyUI NOISE whose noise is the scaffold resampled (variance-preserving) to the sampled latent's size."""
-
-    def __init__(self, scaffold: NoiseScaffold):
-        self.scaffold = scaffold
-        self.seed = scaffold.seed
-
-    def generate_noise(self, input_latent: dict) -> torch.Tensor:
-        latent = input_latent["samples"]
-        if latent.ndim != 4:
-            raise ValueError(f"LunaScaffoldNoise needs an image latent [B, C, H, W], got shape {list(latent.shape)}.")
-        batch, channels, height, width = latent.shape
-        if channels != self.scaffold.channels:
-            raise ValueError(
-                f"The latent has {channels} channels but the scaffold {self.scaffold.channels}: "
-                "connect the model's VAE to LunaNoiseScaffold."
-            )
-        noise = scaffold_at(self.scaffold, height, width)
-        return noise.expand(batch, -1, -1, -1).to(dtype=latent.dtype).contiguous()
-
-
-def scaffold_at(scaffold: NoiseScaffold, height: int, width: int) -> torch.Tensor:
-    """The scaffold downscaled to a latent of (height, width) cells: [1, C, height, width]."""
-    sh, sw = scaffold.latent_size
-    if height > sh or width > sw:
-        raise ValueError(
-            f"The latent ({width * scaffold.factor}×{height * scaffold.factor} px) is larger than the scaffold "
-            f"({scaffold.width}×{scaffold.height} px); noise can only be downscaled: make the scaffold at least that large."
-        )
-    if abs(height * sw - width * sh) > max(sh, sw):
-        raise ValueError(
-            f"The latent's aspect ratio ({width}:{height}) differs from the scaffold's ({sw}:{sh}); "
-            "make the draft with the canvas's aspect ratio or a scaffold of the draft's."
-        )
-    return downscale_noise(scaffold.noise, (height, width), seed=scaffold.seed)
 
 
 class LunaScaffoldNoise:

@@ -1,0 +1,70 @@
+"""The one owner of batches: regions grouped by what can share a sampler call, cut by max_batch and free memory, halved on OOM."""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any
+
+import torch
+
+from ..kernels.planning import batches
+
+
+def max_batch_for(model: Any, latent_shape: Sequence[int], requested: int) -> int:
+    """`requested` bounded by ComfyUI's memory estimate for sampling latents of shape [B, C, h, w] (B ignored), at least 1.
+
+    As comfy.sampler_helpers.estimate_memory: one sample needs model.memory_required of a batch of 2 (cond and
+    uncond run together), against the load device's free memory less the weights still to load and the reserve.
+    """
+    import comfy.model_management as mm
+
+    if requested < 1:
+        raise ValueError(f"requested batch must be >= 1, got {requested}")
+    per_sample = model.model.memory_required([2, *latent_shape[1:]])
+    weights_to_load = max(0, model.model_size() - model.loaded_size())
+    budget = mm.get_free_memory(model.load_device) - weights_to_load - mm.extra_reserved_memory()
+    return max(1, min(requested, int(budget // per_sample)))
+
+
+def plan_batches(items: Sequence[int], key: Callable[[int], Hashable], size: Callable[[Hashable], int]) -> list[list[int]]:
+    """`items` grouped by `key` (first appearance first, order kept inside a group), each group cut into even batches of at most size(key)."""
+    groups: dict[Hashable, list[int]] = {}
+    for item in items:
+        groups.setdefault(key(item), []).append(item)
+    return [batch for k, group in groups.items() for batch in batches(group, size(k))]
+
+
+def run_halving(fn: Callable[[Sequence], Any], items: Sequence, batch_size: int) -> list:
+    """fn over consecutive slices of `items` (outputs: one per item, concatenated in order); OOM halves the slice, down to 1."""
+    import comfy.model_management as mm
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    items = list(items)
+    size = min(batch_size, max(1, len(items)))
+    outputs: list = []
+    start = 0
+    while start < len(items):
+        mm.throw_exception_if_processing_interrupted()
+        chunk = items[start:start + size]
+        out_of_memory = False
+        try:
+            out = fn(chunk)
+        except mm.OOM_EXCEPTION as exc:
+            if size == 1:
+                raise mm.OOM_EXCEPTION(
+                    f"out of memory with a batch of 1 (of {len(items)} items): lower the crop/tile size or free memory"
+                ) from exc
+            out_of_memory = True
+        if out_of_memory:
+            size = max(1, size // 2)
+            logging.warning("[Luna] out of memory: retrying with batches of %d", size)
+            mm.soft_empty_cache()
+            continue
+        if len(out) != len(chunk):
+            raise ValueError(f"fn returned {len(out)} rows for a slice of {len(chunk)} items")
+        outputs.extend(out if not isinstance(out, torch.Tensor) else out.unbind(0))
+        start += len(chunk)
+    if not outputs:
+        raise ValueError("run_halving needs at least one item")
+    return outputs

@@ -1,0 +1,102 @@
+"""The detailer's plan: a square crop per detection, its blend weight and noise mask, all sampled from the input canvas.
+
+The blend weight of a crop (its coverage too) is the detection's mask grown by `dilation`, feathered over `feather`
+pixels by Euclidean distance (kernels.masks), and faded to 0 over max(feather, 8) pixels inside every crop border
+that is not the canvas border, so no crop edge can show. The sampler repaints exactly the latent cells where that
+weight is above 0 (the noise mask is its support, binary) and keeps the rest of the crop as context; the pixels then
+enter with the weight, so the visible profile of the refinement is the weight itself.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..kernels.masks import detection_alpha, edge_fade
+from ..kernels.noise import region_seed
+from ..kernels.planning import Crop, plan_crop
+from ..kernels.regions import box_mask, mask_regions
+from ..luna_types import Detection, NoiseScaffold
+from .canvas import canvas_noise, pad_to_grid
+from .refine import RefineJob, refine, resize
+from .regions import Region
+
+ALPHA_CELLS = 512
+MIN_FADE = 8
+PREVIEW_SIZE = 512
+
+
+@dataclass(frozen=True)
+class MaskEdge:
+    """How a detection's mask becomes its blend weight: grown by `dilation` px (negative: shrunk), feathered over `feather` px."""
+
+    dilation: int
+    feather: int
+
+
+def canonical(detections: Sequence[Detection]) -> list[Detection]:
+    """Detections in an order that does not depend on how they arrived."""
+    return sorted(detections, key=lambda d: (d.image_index, d.box, d.label, -d.score))
+
+
+def crop_mask(detection: Detection, crop: Crop, canvas_w: int, canvas_h: int, cells: int) -> torch.Tensor:
+    """The detection's mask (or its box) under the crop square, as [cells, cells] samples at the cells' centres."""
+    size = crop.size
+    if detection.mask is None:
+        x0, y0, x1, y1 = detection.box
+        box = [(x0 * canvas_w - crop.x) / size, (y0 * canvas_h - crop.y) / size,
+               (x1 * canvas_w - crop.x) / size, (y1 * canvas_h - crop.y) / size]
+        return box_mask(torch.tensor([box]), cells, cells)[0]
+    region = torch.tensor([[crop.x / canvas_w, crop.y / canvas_h, (crop.x + size) / canvas_w, (crop.y + size) / canvas_h]])
+    return mask_regions(detection.mask[None].float(), region, cells)[0]
+
+
+def crop_weight(detection: Detection, crop: Crop, canvas_w: int, canvas_h: int, edge: MaskEdge) -> torch.Tensor:
+    """The blend weight [size, size] of a detection's crop (module docstring); canvas_w/h: the unpadded canvas."""
+    cell = -(-crop.size // ALPHA_CELLS)
+    while crop.size % cell:
+        cell += 1
+    mask = crop_mask(detection, crop, canvas_w, canvas_h, crop.size // cell)
+    alpha = detection_alpha(mask[None], cell, crop.size, edge.dilation, edge.feather)[0]
+    sides = (crop.x > 0, crop.y > 0, crop.x + crop.size < canvas_w, crop.y + crop.size < canvas_h)
+    if any(sides):
+        alpha = alpha * edge_fade(crop.size, crop.size, max(edge.feather, MIN_FADE), sides)
+    return alpha
+
+
+def support_mask(weight: torch.Tensor, sample: int, factor: int) -> torch.Tensor:
+    """1 on every latent cell of the sampled crop [sample/f, sample/f] where `weight` [size, size] is above 0, else 0."""
+    cells = sample // factor
+    return F.adaptive_max_pool2d((weight > 0).float()[None, None], (cells, cells))[0, 0]
+
+
+def crop_regions(detections: Sequence[Detection], width: int, height: int, sizes: tuple[int, ...], context: float,
+                 edge: MaskEdge, factor: int, seed: int) -> list[Region]:
+    """A region per detection (canonical order) on a canvas of width x height px; crops over max(sizes) are resampled."""
+    regions = []
+    for d in detections:
+        crop = plan_crop(d.box, width, height, context, sizes, factor)
+        weight = crop_weight(d, crop, width, height, edge)
+        rect = (crop.x, crop.y, crop.size, crop.size)
+        regions.append(Region(d.image_index, rect, (crop.sample_size, crop.sample_size), weight, weight,
+                              support_mask(weight, crop.sample_size, factor), d.label, region_seed(seed, rect)))
+    return regions
+
+
+def detail_canvas(job: RefineJob, image: torch.Tensor, scaffold: NoiseScaffold, detections: Sequence[Detection],
+                  sizes: tuple[int, ...], context: float, edge: MaskEdge) -> tuple[torch.Tensor, torch.Tensor]:
+    """(`image` with every detection repainted in its crop, each refined crop at PREVIEW_SIZE) — all crops from the input."""
+    f = scaffold.factor
+    height, width = image.shape[1:3]
+    noise = canvas_noise(scaffold, height, width)
+    canvas = pad_to_grid(image, f)
+    regions = crop_regions(canonical(detections), width, height, sizes, context, edge, f, scaffold.seed)
+    previews: dict[int, torch.Tensor] = {}
+
+    def keep(index: int, pixels: torch.Tensor) -> None:
+        previews[index] = resize(pixels[None], (PREVIEW_SIZE, PREVIEW_SIZE))
+
+    out = refine(job, canvas, noise, regions, keep=keep)
+    return out[:, :height, :width].contiguous(), torch.cat([previews[i] for i in sorted(previews)])

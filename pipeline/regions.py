@@ -1,0 +1,36 @@
+"""What the region pipeline refines: a crop or tile of the canvas, where it is sampled from and how it enters the canvas."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..kernels.compositing import Layer, Rect
+
+
+@dataclass(frozen=True)
+class Region:
+    """A square crop or a tile of canvas image `image`.
+
+    rect: (x, y, w, h) canvas pixels on the latent grid of the padded canvas; sample: (w, h) pixels the sampler sees
+    (the rect's own size: 1:1 with the scaffold; smaller: the crop is resized and its noise slice downscaled).
+    weight, coverage: [h, w] over the rect for the compositor (coverage None: the whole rect);
+    noise_mask: [h_s / f, w_s / f] over the sampled latent, 1 where the sampler repaints (None: everywhere).
+    """
+
+    image: int
+    rect: Rect
+    sample: tuple[int, int]
+    weight: torch.Tensor
+    coverage: torch.Tensor | None = None
+    noise_mask: torch.Tensor | None = None
+    label: str = ""
+    own_seed: int = 0
+
+    @property
+    def one_to_one(self) -> bool:
+        return self.sample == (self.rect[2], self.rect[3])
+
+    @property
+    def layer(self) -> Layer:
+        return Layer(self.rect, self.weight, self.coverage)

@@ -1,0 +1,75 @@
+"""ComfyUI's sampler on a batch of regions: the schedule's sigmas, the scaffold slice as the start, per-region step noise.
+
+How ComfyUI uses the start noise (comfy/samplers.py, KSampler.set_steps and KSAMPLER.sample): with denoise < 1 the
+sigmas are the last `steps` + 1 of an int(steps / denoise)-step schedule, and the start is
+model_sampling.noise_scaling(sigmas[0], noise, latent): noise * sigma + latent for EPS / V-prediction models (at the
+model's sigma_max, noise * sqrt(1 + sigma_max**2) + latent), sigma * noise + (1 - sigma) * latent for flow models.
+`latent` is the raw VAE latent (ComfyUI scales it, unless it is all zeros).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .step_noise import RegionNoise, region_sampler
+
+Conditioning = list[list[Any]]
+
+
+@dataclass(frozen=True)
+class Sampler:
+    """A KSampler's settings: the model and how to sample it."""
+
+    model: Any
+    steps: int
+    cfg: float
+    sampler_name: str
+    scheduler: str
+    denoise: float
+    seed: int
+
+    def sigmas(self) -> torch.Tensor:
+        """The sigmas ComfyUI's KSampler samples for these steps, scheduler and denoise (empty at denoise 0)."""
+        import comfy.samplers
+
+        return comfy.samplers.KSampler(self.model, self.steps, self.model.load_device, self.sampler_name, self.scheduler,
+                                       self.denoise, self.model.model_options).sigmas
+
+
+def check_latents(model: Any, noise: torch.Tensor, latent: torch.Tensor) -> None:
+    """Refuse a start noise and latent that are not the same [B, C, h, w] with the model's latent channels."""
+    if noise.shape != latent.shape or latent.ndim != 4:
+        raise ValueError(f"noise {tuple(noise.shape)} and latent {tuple(latent.shape)} must be the same [B, C, h, w]")
+    channels = model.get_model_object("latent_format").latent_channels
+    if latent.shape[1] != channels:
+        raise ValueError(f"the latent has {latent.shape[1]} channels but the model expects {channels}: use the VAE of this model")
+
+
+def check_conditioning(conditioning: Conditioning, batch: int, name: str) -> None:
+    """Refuse conditioning whose batch is neither 1 nor the latent's (ComfyUI would truncate or repeat it silently)."""
+    for cond, _ in conditioning:
+        if cond.shape[0] not in (1, batch):
+            raise ValueError(
+                f"{name} conditioning has batch {cond.shape[0]} but the latent has batch {batch}: "
+                "ComfyUI would silently truncate or repeat it; give one row per region or one for all"
+            )
+
+
+def sample(settings: Sampler, noise: torch.Tensor, latent: torch.Tensor, positive: Conditioning, negative: Conditioning,
+           step_noise: RegionNoise, noise_mask: torch.Tensor | None = None, callback: Callable | None = None) -> torch.Tensor:
+    """One ComfyUI sampler call on a batch: raw latent [B, C, h, w] from start noise [B, C, h, w], used as is."""
+    import comfy.sample
+    import comfy.utils
+
+    check_latents(settings.model, noise, latent)
+    check_conditioning(positive, latent.shape[0], "positive")
+    check_conditioning(negative, latent.shape[0], "negative")
+    with torch.no_grad():
+        return comfy.sample.sample_custom(
+            settings.model, noise, settings.cfg, region_sampler(settings.sampler_name, step_noise), settings.sigmas(),
+            positive, negative, latent, noise_mask=noise_mask, callback=callback,
+            disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=settings.seed,
+        )

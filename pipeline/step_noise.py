@@ -1,0 +1,133 @@
+"""Every sampler's extra noise, per region: the canvas noise field under 1:1 regions, a draw of its own for resampled ones.
+
+ComfyUI's samplers seed their per-step noise (ancestral and SDE steps, `ddim`'s masked re-noise) from one seed per
+call, so item j of every batch would get the same noise. Here call n of a sampler's `noise_sampler` gets stream n of
+the field (`kernels.noise.field_noise`), the SDE samplers get Brownian trees over the field's blocks, and the masked
+re-noise gets its own stream: regions at different places get different noise, overlapping regions the same noise
+where they overlap, and no batching changes any of it.
+"""
+from __future__ import annotations
+
+import inspect
+import itertools
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from ..kernels.noise import FIELD_BLOCK, Box, _mix, field_noise, own_noise
+
+RENOISE_STREAM = 1 << 40
+BROWNIAN_STREAM = 1 << 41
+
+NoiseSampler = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class NoiseSite:
+    """Where a region's noise comes from: latent `box` (x, y, w, h) of the canvas field, sampled at `size` (h, w) cells.
+
+    size == the box's (h, w): the field itself (1:1); otherwise the region draws its own, from `own_seed`.
+    """
+
+    box: Box
+    size: tuple[int, int]
+    own_seed: int = 0
+
+    @property
+    def one_to_one(self) -> bool:
+        return self.size == (self.box[3], self.box[2])
+
+
+class RegionNoise:
+    """The per-step noise of a batch of regions: [N, C, h, w] per stream, on `device` in `dtype`."""
+
+    def __init__(self, seed: int, sites: Sequence[NoiseSite], channels: int, device: torch.device, dtype: torch.dtype):
+        if len({s.size for s in sites}) != 1:
+            raise ValueError(f"one batch of regions has one sampled size, got {sorted({s.size for s in sites})}")
+        self.seed, self.sites, self.channels, self.device, self.dtype = seed, list(sites), channels, device, dtype
+
+    def draw(self, stream: int) -> torch.Tensor:
+        """Stream `stream` of every region, stacked."""
+        shared = [i for i, s in enumerate(self.sites) if s.one_to_one]
+        out = [None] * len(self.sites)
+        if shared:
+            for i, noise in zip(shared, field_noise(self.seed, stream, [self.sites[i].box for i in shared], self.channels)):
+                out[i] = noise
+        for i, site in enumerate(self.sites):
+            if out[i] is None:
+                out[i] = own_noise(site.own_seed, stream, (self.channels, *site.size))
+        return torch.stack(out).to(self.device, self.dtype)
+
+    def plain(self) -> NoiseSampler:
+        """A noise_sampler whose n-th call returns stream n."""
+        calls = itertools.count(1)
+        return lambda sigma, sigma_next: self.draw(next(calls))
+
+    def brownian(self, sigmas: torch.Tensor) -> NoiseSampler:
+        """A noise_sampler of Brownian increments (as ComfyUI's BrownianTreeNoiseSampler) over the sigmas' range, per field block."""
+        from comfy.k_diffusion.sampling import BrownianTreeNoiseSampler
+
+        positive = sigmas[sigmas > 0]
+        low, high = float(positive.min()), float(sigmas.max())
+        trees: dict[tuple, BrownianTreeNoiseSampler] = {}
+
+        def tree(key: tuple, shape: tuple[int, ...], seed: int) -> BrownianTreeNoiseSampler:
+            if key not in trees:
+                trees[key] = BrownianTreeNoiseSampler(torch.zeros(shape), low, high, seed=seed, cpu=True)
+            return trees[key]
+
+        def sample(sigma: torch.Tensor, sigma_next: torch.Tensor) -> torch.Tensor:
+            out = []
+            for site in self.sites:
+                if not site.one_to_one:
+                    own = tree(("own", site.own_seed), (1, self.channels, *site.size), _mix(site.own_seed, BROWNIAN_STREAM))
+                    out.append(own(sigma.cpu(), sigma_next.cpu())[0])
+                    continue
+                x, y, w, h = site.box
+                rows = range(y // FIELD_BLOCK, -(-(y + h) // FIELD_BLOCK))
+                cols = range(x // FIELD_BLOCK, -(-(x + w) // FIELD_BLOCK))
+                grid = torch.cat([torch.cat([
+                    tree(("field", r, c), (1, self.channels, FIELD_BLOCK, FIELD_BLOCK),
+                         _mix(self.seed, BROWNIAN_STREAM, r, c))(sigma.cpu(), sigma_next.cpu())[0]
+                    for c in cols], dim=2) for r in rows], dim=1)
+                oy, ox = y - rows[0] * FIELD_BLOCK, x - cols[0] * FIELD_BLOCK
+                out.append(grid[:, oy:oy + h, ox:ox + w])
+            return torch.stack(out).to(self.device, self.dtype)
+
+        return sample
+
+
+def _calls_brownian(function: Callable, depth: int = 3) -> bool:
+    """Whether a k-diffusion sampler defaults to a Brownian-tree noise sampler (itself, or the sample_* it delegates to)."""
+    import comfy.k_diffusion.sampling as k_sampling
+
+    try:
+        source = inspect.getsource(function)
+    except (OSError, TypeError):
+        return False
+    if "BrownianTreeNoiseSampler" in source:
+        return True
+    called = {getattr(k_sampling, name, None) for name in re.findall(r"\b(sample_\w+)\(", source)}
+    return depth > 0 and any(f is not None and f is not function and _calls_brownian(f, depth - 1) for f in called)
+
+
+def region_sampler(name: str, noise: RegionNoise):
+    """ComfyUI's sampler `name` (a KSAMPLER) with its per-step noise and masked re-noise taken from `noise`."""
+    import comfy.samplers
+
+    base = comfy.samplers.sampler_object(name)
+    function = base.sampler_function
+    takes_noise = "noise_sampler" in inspect.signature(function).parameters
+    brownian = takes_noise and _calls_brownian(function)
+    renoise = bool(base.inpaint_options.get("random", False))
+
+    def sample(model, x, sigmas, extra_args=None, callback=None, disable=None, **options):
+        if renoise:
+            model.noise = noise.draw(RENOISE_STREAM).to(x)
+        if takes_noise and options.get("noise_sampler") is None:
+            options["noise_sampler"] = noise.brownian(sigmas) if brownian else noise.plain()
+        return function(model, x, sigmas, extra_args=extra_args, callback=callback, disable=disable, **options)
+
+    return comfy.samplers.KSAMPLER(sample, extra_options=dict(base.extra_options), inpaint_options={})

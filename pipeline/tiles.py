@@ -1,0 +1,43 @@
+"""The global refiner's plan: the canvas in overlapping tiles, each from its 1:1 scaffold slice, by one of three strategies."""
+from __future__ import annotations
+
+import torch
+
+from ..kernels.compositing import tile_layers
+from ..kernels.planning import chess_phases, plan_tiles
+from ..luna_types import NoiseScaffold
+from .canvas import canvas_noise, pad_to_grid
+from .fused import refine_fused
+from .refine import RefineJob, refine
+from .regions import Region
+
+TILINGS = {
+    "fused": "one sampler run on the whole canvas latent (its noise: the scaffold); every step each tile predicts its "
+             "part with its own conditioning and the predictions are averaged with the tile weights",
+    "parallel": "every tile sampled from the input canvas and its scaffold slice, then blended with the tile weights",
+    "chess": "the spec's order: tiles in chess phases, each phase sampled from the canvas that holds the earlier "
+             "phases' results, blended toward every earlier neighbour",
+}
+
+
+def refine_tiles(job: RefineJob, image: torch.Tensor, scaffold: NoiseScaffold, tile_size: int, overlap: int,
+                 tiling: str) -> torch.Tensor:
+    """`image` [B, H, W, 3] refined in tiles of `tile_size` overlapping by at least `overlap`, by `tiling` (see TILINGS)."""
+    if tiling not in TILINGS:
+        raise ValueError(f"unknown tiling {tiling!r}; expected one of {', '.join(TILINGS)}")
+    f = scaffold.factor
+    height, width = image.shape[1:3]
+    noise = canvas_noise(scaffold, height, width)
+    canvas = pad_to_grid(image, f)
+    tiles = plan_tiles(canvas.shape[2], canvas.shape[1], tile_size, overlap, f)
+    layers = tile_layers(tiles)
+    regions = [Region(b, layer.rect, layer.rect[2:], layer.weight) for b in range(image.shape[0]) for layer in layers]
+    if tiling == "fused":
+        out = refine_fused(job, canvas, noise, regions, tile_layers(tiles, f))
+    else:
+        phases = None
+        if tiling == "chess":
+            per_image = chess_phases(tiles)
+            phases = [[b * len(tiles) + i for i in phase] for b in range(image.shape[0]) for phase in per_image]
+        out = refine(job, canvas, noise, regions, phases)
+    return out[:, :height, :width].contiguous()

@@ -1,0 +1,56 @@
+"""ComfyUI VAE calls for batches of regions and for whole canvases."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+
+def check_pixels(vae: Any, pixels: torch.Tensor) -> None:
+    """Refuse pixels [B, H, W, 3] that are not on the VAE's latent grid (ComfyUI would centre-crop them silently)."""
+    factor = vae.spacial_compression_encode()
+    if pixels.ndim != 4 or pixels.shape[-1] < 3:
+        raise ValueError(f"pixels must be [B, H, W, 3], got {tuple(pixels.shape)}")
+    if pixels.shape[1] % factor or pixels.shape[2] % factor:
+        raise ValueError(
+            f"pixels {pixels.shape[2]}x{pixels.shape[1]} are not multiples of the VAE's factor {factor}: "
+            "ComfyUI would silently centre-crop them; snap the crop to the latent grid"
+        )
+
+
+def encode(vae: Any, pixels: torch.Tensor) -> torch.Tensor:
+    """One ComfyUI VAE.encode call for the batch: pixels [B, H, W, 3] in 0..1 -> raw latent [B, C, H/f, W/f]."""
+    check_pixels(vae, pixels)
+    with torch.no_grad():
+        return vae.encode(pixels[..., :3])
+
+
+def decode(vae: Any, latent: torch.Tensor) -> torch.Tensor:
+    """One ComfyUI VAE.decode call for the batch: raw latent [B, C, h, w] -> pixels [B, h*f, w*f, 3] in 0..1."""
+    if latent.ndim != 4:
+        raise ValueError(f"latent must be [B, C, h, w], got {tuple(latent.shape)}")
+    with torch.no_grad():
+        return vae.decode(latent)
+
+
+def _fits(vae: Any, memory: float) -> bool:
+    import comfy.model_management as mm
+
+    return memory <= mm.get_free_memory(vae.device)
+
+
+def encode_canvas(vae: Any, pixels: torch.Tensor) -> torch.Tensor:
+    """A whole canvas [B, H, W, 3] to its latent: VAE.encode when it fits in memory, else ComfyUI's tiled encode."""
+    check_pixels(vae, pixels)
+    with torch.no_grad():
+        if _fits(vae, vae.memory_used_encode(pixels.movedim(-1, 1).shape, vae.vae_dtype)):
+            return vae.encode(pixels[..., :3])
+        return vae.encode_tiled(pixels[..., :3])
+
+
+def decode_canvas(vae: Any, latent: torch.Tensor) -> torch.Tensor:
+    """A whole canvas latent [B, C, h, w] to pixels: VAE.decode when it fits in memory, else ComfyUI's tiled decode."""
+    with torch.no_grad():
+        if _fits(vae, vae.memory_used_decode(latent.shape, vae.vae_dtype)):
+            return vae.decode(latent)
+        return vae.decode_tiled(latent)
