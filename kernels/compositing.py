@@ -11,8 +11,9 @@ Tile weights are products of per-axis smoothstep ramps across each overlap, them
 so across an overlap of n pixels the result moves by at most 1.5/n of the tiles' difference per pixel.
 
 Blending in an order (later regions sampled from a canvas that holds earlier results) uses
-`sequential_share`: lerp toward x_i by w_i / (sum of w over the regions blended so far, i included). Where the
-coverages are 1 the end result is the same sum as above, and the first region to reach a pixel replaces it.
+`sequential_share`: lerp toward x_i by c_i * w_i / (sum of w over the regions blended so far, i included). Where the
+coverages are 1 (tiles) the end result is the same sum as above and the first region to reach a pixel replaces it; a
+lone detection lerps by its own alpha.
 """
 from __future__ import annotations
 
@@ -73,9 +74,10 @@ def share(layers: Sequence[Layer], index: int) -> torch.Tensor:
 
 
 def sequential_share(layers: Sequence[Layer], index: int, earlier: Iterable[int]) -> torch.Tensor:
-    """Lerp weight [h, w] of region `index` blended after the regions `earlier`: w / (sum of their w and its own)."""
+    """Lerp weight [h, w] of region `index` blended after the regions `earlier`: c * w / (sum of their w and its own)."""
     total, _ = _sums(layers, index, [*earlier, index])
-    weight = layers[index].weight.to(total)
+    layer = layers[index]
+    weight = layer.weight.to(total) * (layer.coverage.to(total) if layer.coverage is not None else 1.0)
     return torch.where(total > 0, weight / total.clamp_min(torch.finfo(total.dtype).tiny), torch.zeros_like(total))
 
 

@@ -13,37 +13,47 @@ def smoothstep(m: torch.Tensor) -> torch.Tensor:
     return m * m * (3.0 - 2.0 * m)
 
 
-def signed_distance(region: torch.Tensor) -> torch.Tensor:
-    """Per cell of boolean masks [N, h, w]: Euclidean distance to the nearest region cell outside it, 1 - distance to the nearest outside cell inside it.
+def signed_distance(region: torch.Tensor, inside: bool = True, reach: float = float("inf")) -> torch.Tensor:
+    """Per cell of boolean masks [N, h, w]: the Euclidean distance to the nearest region cell outside the region; inside
+    it, 1 - the distance to the nearest outside cell (inside False: 0).
 
     So the region is exactly `d <= 0`, `d <= r` grows it by a disc of radius r and `d <= -r` shrinks it by one
-    (scipy's exact distance transform; an empty mask is +inf everywhere, a full one -inf).
+    (scipy's exact distance transform). Cells farther than `reach` from the region may be +inf instead (the transform
+    then runs on the region's bounding box grown by `reach`); an empty mask is +inf everywhere, a full one -inf.
     """
     if region.ndim != 3 or region.dtype != torch.bool:
         raise ValueError(f"region must be a boolean [N, h, w] tensor, got {region.dtype} {tuple(region.shape)}")
     on = region.cpu().numpy()
-    out = np.empty(on.shape, dtype=np.float32)
+    out = np.full(on.shape, np.inf, dtype=np.float32)
     for i, cells in enumerate(on):
-        if not cells.any():
-            out[i] = np.inf
-        elif cells.all():
-            out[i] = -np.inf
-        else:
-            out[i] = np.where(cells, 1.0 - ndimage.distance_transform_edt(cells), ndimage.distance_transform_edt(~cells))
+        rows, cols = np.flatnonzero(cells.any(axis=1)), np.flatnonzero(cells.any(axis=0))
+        if rows.size == 0:
+            continue
+        if cells.all():
+            out[i] = -np.inf if inside else 0.0
+            continue
+        margin = int(min(max(cells.shape), np.ceil(reach))) + 1
+        box = (slice(max(0, rows[0] - margin), rows[-1] + margin + 1), slice(max(0, cols[0] - margin), cols[-1] + margin + 1))
+        part = cells[box]
+        distance = ndimage.distance_transform_edt(~part) if not part.all() else np.zeros(part.shape)
+        if inside:
+            distance = np.where(part, 1.0 - ndimage.distance_transform_edt(part), distance)
+        out[i][box] = distance
     return torch.from_numpy(out).to(region.device)
 
 
 def feather(distance: torch.Tensor, dilation: float, width: float) -> torch.Tensor:
-    """Blend weight of a signed distance in pixels: 1 up to `dilation`, a smoothstep falling over `width` more pixels, then 0.
+    """Blend weight of a signed distance d in pixels: 1 on the grown object (d <= dilation), a smoothstep falling to 0 over `width` px past its edge.
 
-    width 0 is a hard edge (1 for d <= dilation). Otherwise smoothstep((dilation + width + 1 - d) / (width + 1)),
-    which is 1 at d = dilation and exactly 0 beyond dilation + width.
+    The grown object's edge lies half a pixel past its last pixel, so the weight is
+    smoothstep((dilation + 0.5 + width - d) / width): 1 up to d = dilation + 0.5, exactly 0 from
+    d = dilation + width + 0.5 on. width 0 is a hard edge (1 for d <= dilation).
     """
     if width < 0:
         raise ValueError(f"feather must be >= 0, got {width}")
     if width == 0:
         return (distance <= dilation).to(torch.float32)
-    return smoothstep((dilation + width + 1.0 - distance) / (width + 1.0))
+    return smoothstep((dilation + 0.5 + width - distance) / width)
 
 
 def edge_fade(height: int, width: int, size: float, sides: tuple[bool, bool, bool, bool]) -> torch.Tensor:
@@ -67,15 +77,19 @@ def edge_fade(height: int, width: int, size: float, sides: tuple[bool, bool, boo
 def detection_alpha(masks: torch.Tensor, cell: int, size: int, dilation: float, width: float) -> torch.Tensor:
     """Blend weights [N, size, size] of detection masks [N, size/cell, size/cell] (>= 0.5 is the object), one cell = `cell` px.
 
-    The signed distance is taken on the cells (`signed_distance`, in pixels: times `cell`), bilinearly resampled to
-    pixel centres (less (cell - 1)/2, so the last pixel of a boundary cell is at 0 as with cell 1), then `feather`ed:
-    exact to about half a cell, with no pass per pixel of feather.
+    The signed distance is taken on the cells (`signed_distance`, in pixels: times `cell`, less (cell - 1)/2 so that
+    the last pixel of a boundary cell is at 0 as with cell 1) and `feather`ed there, then bilinearly resampled to
+    pixel centres: exact to about half a cell, with no pass per pixel of feather. A feather narrower than a cell
+    resamples the distance instead, so the edge stays as sharp as asked.
     """
     if masks.ndim != 3 or masks.shape[1] * cell != size or masks.shape[2] * cell != size:
         raise ValueError(f"masks must be [N, {size // max(cell, 1)}, {size // max(cell, 1)}] for {size} px at {cell} px per cell, "
                          f"got {tuple(masks.shape)}")
-    distance = signed_distance(masks >= 0.5) * cell
-    if cell > 1:
-        finite = distance.clamp(-2.0 * size, 2.0 * size)[:, None]
-        distance = F.interpolate(finite, size=(size, size), mode="bilinear", align_corners=False)[:, 0] - (cell - 1) / 2
-    return feather(distance, dilation, width)
+    reach = (max(dilation, 0) + width) / cell + 1
+    distance = signed_distance(masks >= 0.5, inside=dilation < 0, reach=reach) * cell - (cell - 1) / 2
+    if cell == 1:
+        return feather(distance, dilation, width)
+    upsample = lambda t: F.interpolate(t[:, None], size=(size, size), mode="bilinear", align_corners=False)[:, 0]  # noqa: E731
+    if width < cell:
+        return feather(upsample(distance.clamp(-2.0 * size, 2.0 * size)), dilation, width)
+    return upsample(feather(distance, dilation, width))

@@ -8,7 +8,7 @@ from ..pipeline.tiles import TILINGS, refine_tiles
 from .common import (CATEGORY, anchoring_inputs, check_scaffold_format, max_batch_input, sampler_inputs,
                      vision_strength_input)
 
-DEFAULT_TILING = "fused"
+DEFAULT_TILING = "parallel"
 
 
 class LunaGlobalRefiner:

@@ -9,9 +9,14 @@ import torch
 
 from ..kernels.planning import batches
 
+# Samplers whose step control couples the items of a batch (dpm_adaptive sizes every step by the error of the whole
+# batch): the batch owner gives them one region per call, so no region depends on the others.
+BATCH_COUPLED_SAMPLERS = frozenset({"dpm_adaptive"})
 
-def max_batch_for(model: Any, latent_shape: Sequence[int], requested: int) -> int:
-    """`requested` bounded by ComfyUI's memory estimate for sampling latents of shape [B, C, h, w] (B ignored), at least 1.
+
+def max_batch_for(model: Any, latent_shape: Sequence[int], requested: int, sampler_name: str = "") -> int:
+    """`requested` bounded by ComfyUI's memory estimate for sampling latents of shape [B, C, h, w] (B ignored), at least 1;
+    1 for a batch-coupled sampler.
 
     As comfy.sampler_helpers.estimate_memory: one sample needs model.memory_required of a batch of 2 (cond and
     uncond run together), against the load device's free memory less the weights still to load and the reserve.
@@ -20,6 +25,8 @@ def max_batch_for(model: Any, latent_shape: Sequence[int], requested: int) -> in
 
     if requested < 1:
         raise ValueError(f"requested batch must be >= 1, got {requested}")
+    if sampler_name in BATCH_COUPLED_SAMPLERS:
+        return 1
     per_sample = model.model.memory_required([2, *latent_shape[1:]])
     weights_to_load = max(0, model.model_size() - model.loaded_size())
     budget = mm.get_free_memory(model.load_device) - weights_to_load - mm.extra_reserved_memory()

@@ -110,7 +110,7 @@ def batch_plan(job: RefineJob, regions: Sequence[Region], members: Sequence[int]
 
     def size(k) -> int:
         (w, h), _, _ = k
-        return max_batch_for(model, [1, channels, h // f, w // f], job.max_batch)
+        return max_batch_for(model, [1, channels, h // f, w // f], job.max_batch, job.sampler.sampler_name)
 
     return plan_batches(members, key, size)
 

@@ -39,18 +39,25 @@ def _fits(vae: Any, memory: float) -> bool:
     return memory <= mm.get_free_memory(vae.device)
 
 
+def _tiled(call, *args) -> torch.Tensor:
+    """A ComfyUI tiled VAE call, which needs inference mode (comfy.utils.tiled_scale returns inference tensors)."""
+    if torch.is_inference_mode_enabled():
+        return call(*args)
+    with torch.inference_mode():
+        out = call(*args)
+    return out.clone()
+
+
 def encode_canvas(vae: Any, pixels: torch.Tensor) -> torch.Tensor:
     """A whole canvas [B, H, W, 3] to its latent: VAE.encode when it fits in memory, else ComfyUI's tiled encode."""
     check_pixels(vae, pixels)
-    with torch.no_grad():
-        if _fits(vae, vae.memory_used_encode(pixels.movedim(-1, 1).shape, vae.vae_dtype)):
-            return vae.encode(pixels[..., :3])
-        return vae.encode_tiled(pixels[..., :3])
+    if _fits(vae, vae.memory_used_encode(pixels.movedim(-1, 1).shape, vae.vae_dtype)):
+        return encode(vae, pixels)
+    return _tiled(vae.encode_tiled, pixels[..., :3])
 
 
 def decode_canvas(vae: Any, latent: torch.Tensor) -> torch.Tensor:
     """A whole canvas latent [B, C, h, w] to pixels: VAE.decode when it fits in memory, else ComfyUI's tiled decode."""
-    with torch.no_grad():
-        if _fits(vae, vae.memory_used_decode(latent.shape, vae.vae_dtype)):
-            return vae.decode(latent)
-        return vae.decode_tiled(latent)
+    if _fits(vae, vae.memory_used_decode(latent.shape, vae.vae_dtype)):
+        return decode(vae, latent)
+    return _tiled(vae.decode_tiled, latent)

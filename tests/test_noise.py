@@ -8,7 +8,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from luna_semantic_detailer.kernels.noise import latent_box, latent_size, make_scaffold, slice_noise, snap_box
+from luna_semantic_detailer.kernels.noise import (
+    FIELD_BLOCK, field_noise, latent_box, latent_size, make_scaffold, own_noise, slice_noise,
+)
 from luna_semantic_detailer.kernels.planning import plan_tiles
 
 FAST = settings(max_examples=60, deadline=None)
@@ -65,24 +67,8 @@ def test_latent_box_refuses_off_grid_boxes(x, y, w, h, factor):
     if all(v % factor == 0 for v in box):
         assert latent_box(box, factor) == tuple(v // factor for v in box)
     else:
-        with pytest.raises(ValueError, match="snap"):
+        with pytest.raises(ValueError, match="not on the latent grid"):
             latent_box(box, factor)
-
-
-@FAST
-@given(st.integers(1, 300), st.integers(1, 300), st.integers(1, 12), st.data())
-def test_snap_box_is_the_smallest_grid_box_containing_the_box(canvas_w, canvas_h, factor, data):
-    x = data.draw(st.integers(0, canvas_w - 1))
-    y = data.draw(st.integers(0, canvas_h - 1))
-    w = data.draw(st.integers(1, canvas_w - x))
-    h = data.draw(st.integers(1, canvas_h - y))
-    sx, sy, sw, sh = snap_box(x, y, w, h, factor, canvas_w, canvas_h)
-    assert all(v % factor == 0 for v in (sx, sy, sw, sh))
-    assert sx <= x and sy <= y and sx + sw >= x + w and sy + sh >= y + h
-    assert sx + sw <= -(-canvas_w // factor) * factor and sy + sh <= -(-canvas_h // factor) * factor
-    grid_x0 = max(g for g in range(0, x + 1, factor))
-    grid_x1 = min(g for g in range(x + w, x + w + factor) if g % factor == 0)
-    assert (sx, sw) == (grid_x0, grid_x1 - grid_x0)
 
 
 @FAST
@@ -131,9 +117,39 @@ def test_slice_noise_validation():
         slice_noise(scaffold, [(32, 32, 40, 8)], 8)
     with pytest.raises(ValueError, match="same size"):
         slice_noise(scaffold, [(0, 0, 16, 16), (8, 8, 16, 8)], 8)
-    with pytest.raises(ValueError, match="snap"):
+    with pytest.raises(ValueError, match="not on the latent grid"):
         slice_noise(scaffold, [(4, 0, 16, 16)], 8)
     with pytest.raises(ValueError):
         slice_noise(scaffold, [], 8)
     with pytest.raises(ValueError):
         slice_noise(scaffold[0], [(0, 0, 8, 8)], 8)
+
+
+@FAST
+@given(st.integers(0, 2**64 - 1), st.integers(0, 5), st.integers(1, 150), st.integers(1, 150), st.data())
+def test_field_noise_is_one_field_whatever_the_boxes_and_their_order(seed, stream, w, h, data):
+    """A cell's value depends only on (seed, stream, cell): boxes of one size agree where they overlap, in any batch."""
+    origins = data.draw(st.lists(st.tuples(st.integers(0, 200), st.integers(0, 200)), min_size=1, max_size=4))
+    boxes = [(x, y, w, h) for x, y in origins]
+    together = field_noise(seed, stream, boxes, 2)
+    assert together.shape == (len(boxes), 2, h, w) and together.dtype == torch.float32
+    right = max(x for x, _ in origins) + w
+    bottom = max(y for _, y in origins) + h
+    whole = field_noise(seed, stream, [(0, 0, right, bottom)], 2)[0]
+    for n, (x, y) in enumerate(origins):
+        assert torch.equal(together[n], whole[:, y:y + h, x:x + w])
+        assert torch.equal(field_noise(seed, stream, [boxes[n]], 2)[0], together[n])
+
+
+def test_field_noise_streams_and_seeds_differ_and_the_field_is_standard_normal():
+    box = [(0, 0, 3 * FIELD_BLOCK, 2 * FIELD_BLOCK)]
+    a, b, c = field_noise(1, 1, box, 4), field_noise(1, 2, box, 4), field_noise(2, 1, box, 4)
+    assert not torch.equal(a, b) and not torch.equal(a, c)
+    for noise in (a, b, c):
+        assert abs(float(noise.mean())) < 0.02 and abs(float(noise.std()) - 1) < 0.02
+    blocks = a[0, 0].unfold(0, FIELD_BLOCK, FIELD_BLOCK).unfold(1, FIELD_BLOCK, FIELD_BLOCK).reshape(6, -1)
+    correlation = torch.corrcoef(blocks)
+    assert (correlation - torch.eye(6)).abs().max() < 0.05
+    assert torch.equal(own_noise(5, 1, (2, 3)), own_noise(5, 1, (2, 3))) and not torch.equal(own_noise(5, 1, (2, 3)), own_noise(5, 2, (2, 3)))
+    with pytest.raises(ValueError, match="one size"):
+        field_noise(1, 1, [(0, 0, 4, 4), (0, 0, 5, 4)], 1)

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from luna_semantic_detailer.kernels.planning import (
-    Crop, Tile, batches, chess_phases, feather_flags, plan_crop, plan_tiles,
+    Crop, Tile, batches, chess_phases, plan_crop, plan_tiles,
 )
 
 FAST = settings(max_examples=100, deadline=None)
@@ -79,15 +79,6 @@ def test_tiles_cover_every_pixel_of_small_canvases(case):
     assert covered.min() >= 1
 
 
-def test_grid_box_rounds_the_last_tile_up_to_whole_latent_cells():
-    tiles = plan_tiles(1029, 1000, 512, 64, 8)
-    last = tiles[-1]
-    assert last.x + last.width == 1029 and last.y + last.height == 1000
-    x, y, w, h = last.grid_box(8)
-    assert (x, y) == (last.x, last.y) and (w, h) == (512, 512)
-    assert x + w == math.ceil(1029 / 8) * 8 and y + h == 1000
-
-
 def test_default_4k_plan_is_5_by_5_with_even_spacing():
     tiles = plan_tiles(4096, 4096, 1024, 128)
     assert len(tiles) == 25
@@ -146,21 +137,6 @@ def test_chess_phases_need_three_colours_when_tiles_two_apart_overlap():
         for n, i in enumerate(phase):
             assert all(not intersect(tiles[i], tiles[j]) for j in phase[n + 1:])
     assert len(phases) >= 3
-
-
-@FAST
-@given(tile_case(max_canvas=3000, max_per_axis=12))
-def test_feather_flags_mark_sides_with_an_earlier_neighbour(case):
-    tiles = plan_tiles(*case)
-    phases = chess_phases(tiles)
-    flags = feather_flags(tiles, phases)
-    phase_of = {i: p for p, phase in enumerate(phases) for i in phase}
-    for i, t in enumerate(tiles):
-        expected = []
-        for dr, dc in ((0, -1), (-1, 0), (0, 1), (1, 0)):
-            hits = [j for j, u in enumerate(tiles) if (u.row, u.col) == (t.row + dr, t.col + dc)]
-            expected.append(bool(hits) and phase_of[hits[0]] < phase_of[i])
-        assert flags[i] == tuple(expected)
 
 
 @FAST

@@ -1,4 +1,4 @@
-"""Batched VAE and sampler helpers on the real ComfyUI sampler with the tiny SD1.5-style model."""
+"""The sampler call, the batch owner and the VAE calls of the pipeline, on the real ComfyUI sampler with the tiny SD1.5-style model."""
 from __future__ import annotations
 
 import math
@@ -7,17 +7,21 @@ import pytest
 import torch
 from fixtures.tiny_models import CONTEXT_DIM, tiny_clip, tiny_model, tiny_vae
 
-from luna_semantic_detailer.kernels.sampling import (
-    decode_batch,
-    encode_batch,
-    max_batch_for,
-    run_halving,
-    sample_all,
-    sample_batch,
-    select_conditioning,
-)
+from luna_semantic_detailer.pipeline.batching import max_batch_for, plan_batches, run_halving
+from luna_semantic_detailer.pipeline.sampling import Sampler, sample
+from luna_semantic_detailer.pipeline.step_noise import NoiseSite, RegionNoise
+from luna_semantic_detailer.pipeline.vae import decode, encode
 
 ARGS = dict(steps=3, cfg=4.0, sampler_name="euler", scheduler="normal", denoise=0.6, seed=0)
+
+
+def sample_batch(model, noise, latent, positive, negative, *, steps, cfg, sampler_name, scheduler, denoise, seed):
+    """One pipeline sampler call on a batch of regions laid side by side on the noise field."""
+    sites = [NoiseSite((i * latent.shape[3], 0, latent.shape[3], latent.shape[2]), tuple(latent.shape[2:]))
+             for i in range(latent.shape[0])]
+    step_noise = RegionNoise(seed, sites, latent.shape[1], latent.device, latent.dtype)
+    return sample(Sampler(model, steps, cfg, sampler_name, scheduler, denoise, seed), noise, latent, positive, negative,
+                  step_noise)
 
 
 def _randn(*shape: int, seed: int = 0) -> torch.Tensor:
@@ -76,34 +80,14 @@ def test_same_noise_is_bit_identical_and_other_noise_differs():
 
 def test_batch_equals_single_calls_with_per_sample_conditioning():
     noise, latent = _latents(3)
-    positive, negative = _text("a red fox", "a cat", "a tall tree"), _text("blurry")
+    prompts = ("a red fox", "a cat", "a tall tree")
+    positive, negative = _text(*prompts), _text("blurry")
     batched = sample_batch(tiny_model(), noise, latent, positive, negative, **ARGS)
     for i in range(3):
-        single = sample_batch(tiny_model(), noise[i:i + 1], latent[i:i + 1], select_conditioning(positive, [i]), negative, **ARGS)
-        assert _close(batched[i:i + 1], single)
-    swapped = sample_batch(tiny_model(), noise[:1], latent[:1], select_conditioning(positive, [1]), negative, **ARGS)
-    assert not _close(batched[:1], swapped)
-
-
-def test_sample_all_halves_on_oom_and_keeps_conditioning_aligned():
-    model = tiny_model().clone()
-    seen = []
-
-    def at_most_two_samples(apply_model, args):
-        seen.append(args["input"].shape[0])
-        if args["input"].shape[0] > 4:
-            raise torch.OutOfMemoryError("test: more than 2 samples (cond + uncond) at once")
-        return apply_model(args["input"], args["timestep"], **args["c"])
-
-    model.set_model_unet_function_wrapper(at_most_two_samples)
-    noise, latent = _latents(4, seed=3)
-    prompts = ("a red fox", "a cat", "a tall tree", "a boat")
-    positive, negative = _text(*prompts), _text("blurry")
-    out = sample_all(model, noise, latent, positive, negative, batch_size=4, **ARGS)
-    assert seen[0] == 8 and set(seen[1:]) == {4}
-    for i in range(4):
         single = sample_batch(tiny_model(), noise[i:i + 1], latent[i:i + 1], _text(prompts[i]), negative, **ARGS)
-        assert _close(out[i:i + 1], single)
+        assert _close(batched[i:i + 1], single)
+    swapped = sample_batch(tiny_model(), noise[:1], latent[:1], _text(prompts[1]), negative, **ARGS)
+    assert not _close(batched[:1], swapped)
 
 
 def test_run_halving_retries_with_halves_and_keeps_order():
@@ -116,7 +100,7 @@ def test_run_halving_retries_with_halves_and_keeps_order():
         return torch.tensor(chunk) * 10
 
     out = run_halving(fn, range(7), 4)
-    assert out.tolist() == [0, 10, 20, 30, 40, 50, 60]
+    assert [int(v) for v in out] == [0, 10, 20, 30, 40, 50, 60]
     assert calls == [[0, 1, 2, 3], [0, 1], [2, 3], [4, 5], [6]]
 
 
@@ -149,17 +133,10 @@ def test_run_halving_honours_comfyuis_interrupt():
     assert calls == []
 
 
-def test_select_conditioning_indexes_batched_tensors_and_shares_batch_one():
-    cond, pooled = _randn(3, 77, CONTEXT_DIM), _randn(3, CONTEXT_DIM)
-    shared = _randn(1, 77, CONTEXT_DIM)
-    conditioning = [[cond, {"pooled_output": pooled, "strength": 0.5}], [shared, {"pooled_output": pooled[:1]}]]
-    selected = select_conditioning(conditioning, [2, 0])
-    assert torch.equal(selected[0][0], torch.stack([cond[2], cond[0]]))
-    assert torch.equal(selected[0][1]["pooled_output"], torch.stack([pooled[2], pooled[0]]))
-    assert selected[0][1]["strength"] == 0.5
-    assert selected[1][0] is shared and torch.equal(selected[1][1]["pooled_output"], pooled[:1])
-    with pytest.raises(IndexError):
-        select_conditioning(conditioning, [3])
+def test_plan_batches_groups_by_key_in_first_seen_order_and_cuts_evenly():
+    keys = {0: "a", 1: "b", 2: "a", 3: "a", 4: "b", 5: "a", 6: "a"}
+    out = plan_batches(range(7), keys.__getitem__, lambda key: 3 if key == "a" else 1)
+    assert out == [[0, 2, 3], [5, 6], [1], [4]]
 
 
 def test_sample_batch_refuses_misaligned_inputs():
@@ -193,14 +170,14 @@ def test_max_batch_for_follows_comfyuis_memory_estimate():
 def test_vae_batches_equal_single_calls():
     vae = tiny_vae()
     pixels = torch.rand(3, 64, 64, 3, generator=torch.Generator().manual_seed(4))
-    latent = encode_batch(vae, pixels)
-    decoded = decode_batch(vae, latent)
+    latent = encode(vae, pixels)
+    decoded = decode(vae, latent)
     assert latent.shape == (3, 4, 8, 8) and decoded.shape == (3, 64, 64, 3)
     for i in range(3):
-        assert _close(latent[i:i + 1], encode_batch(vae, pixels[i:i + 1]))
-        assert _close(decoded[i:i + 1], decode_batch(vae, latent[i:i + 1]))
+        assert _close(latent[i:i + 1], encode(vae, pixels[i:i + 1]))
+        assert _close(decoded[i:i + 1], decode(vae, latent[i:i + 1]))
 
 
 def test_vae_refuses_pixels_off_the_latent_grid():
     with pytest.raises(ValueError, match="not multiples of the VAE's factor 8"):
-        encode_batch(tiny_vae(), torch.rand(1, 60, 64, 3))
+        encode(tiny_vae(), torch.rand(1, 60, 64, 3))
