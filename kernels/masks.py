@@ -74,22 +74,23 @@ def edge_fade(height: int, width: int, size: float, sides: tuple[bool, bool, boo
     return torch.outer(axis(height, top, bottom), axis(width, left, right))
 
 
-def detection_alpha(masks: torch.Tensor, cell: int, size: int, dilation: float, width: float) -> torch.Tensor:
-    """Blend weights [N, size, size] of detection masks [N, size/cell, size/cell] (>= 0.5 is the object), one cell = `cell` px.
+def detection_alpha(masks: torch.Tensor, cell: int, size: tuple[int, int], dilation: float, width: float) -> torch.Tensor:
+    """Blend weights [N, h, w] of detection masks [N, h/cell, w/cell] (>= 0.5 is the object), one cell = `cell` px; size = (h, w).
 
     The signed distance is taken on the cells (`signed_distance`, in pixels: times `cell`, less (cell - 1)/2 so that
     the last pixel of a boundary cell is at 0 as with cell 1) and `feather`ed there, then bilinearly resampled to
     pixel centres: exact to about half a cell, with no pass per pixel of feather. A feather narrower than a cell
     resamples the distance instead, so the edge stays as sharp as asked.
     """
-    if masks.ndim != 3 or masks.shape[1] * cell != size or masks.shape[2] * cell != size:
-        raise ValueError(f"masks must be [N, {size // max(cell, 1)}, {size // max(cell, 1)}] for {size} px at {cell} px per cell, "
-                         f"got {tuple(masks.shape)}")
+    height, width_px = size
+    if masks.ndim != 3 or masks.shape[1] * cell != height or masks.shape[2] * cell != width_px:
+        raise ValueError(f"masks must be [N, {height // max(cell, 1)}, {width_px // max(cell, 1)}] for {width_px}x{height} px "
+                         f"at {cell} px per cell, got {tuple(masks.shape)}")
     reach = (max(dilation, 0) + width) / cell + 1
     distance = signed_distance(masks >= 0.5, inside=dilation < 0, reach=reach) * cell - (cell - 1) / 2
     if cell == 1:
         return feather(distance, dilation, width)
-    upsample = lambda t: F.interpolate(t[:, None], size=(size, size), mode="bilinear", align_corners=False)[:, 0]  # noqa: E731
+    upsample = lambda t: F.interpolate(t[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]  # noqa: E731
     if width < cell:
-        return feather(upsample(distance.clamp(-2.0 * size, 2.0 * size)), dilation, width)
+        return feather(upsample(distance.clamp(-2.0 * max(size), 2.0 * max(size))), dilation, width)
     return upsample(feather(distance, dilation, width))

@@ -1,4 +1,4 @@
-"""CLIP-ViT fusion: every vision token of a crop, projected into the text context, appended after the text tokens.
+"""CLIP-ViT anchoring: every vision token of a crop, projected into the text context, appended after the text tokens.
 
 ComfyUI's ClipVisionModel.encode_image resizes (bicubic, antialiased) and centre-crops to the model's image_size,
 quantises to 1/255 and normalises; its `last_hidden_state` is the encoder output before `post_layernorm` for

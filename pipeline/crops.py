@@ -59,17 +59,16 @@ def crop_weight(detection: Detection, crop: Crop, canvas_w: int, canvas_h: int, 
     while crop.size % cell:
         cell += 1
     mask = crop_mask(detection, crop, canvas_w, canvas_h, crop.size // cell)
-    alpha = detection_alpha(mask[None], cell, crop.size, edge.dilation, edge.feather)[0]
+    alpha = detection_alpha(mask[None], cell, (crop.size, crop.size), edge.dilation, edge.feather)[0]
     sides = (crop.x > 0, crop.y > 0, crop.x + crop.size < canvas_w, crop.y + crop.size < canvas_h)
     if any(sides):
         alpha = alpha * edge_fade(crop.size, crop.size, max(edge.feather, MIN_FADE), sides)
     return alpha
 
 
-def support_mask(weight: torch.Tensor, sample: int, factor: int) -> torch.Tensor:
-    """1 on every latent cell of the sampled crop [sample/f, sample/f] where `weight` [size, size] is above 0, else 0."""
-    cells = sample // factor
-    return F.adaptive_max_pool2d((weight > 0).float()[None, None], (cells, cells))[0, 0]
+def support_mask(weight: torch.Tensor, sample: tuple[int, int], factor: int) -> torch.Tensor:
+    """1 on every latent cell of the sampled (w, h) px [h/f, w/f] where `weight` [H, W] is above 0, else 0."""
+    return F.adaptive_max_pool2d((weight > 0).float()[None, None], (sample[1] // factor, sample[0] // factor))[0, 0]
 
 
 def crop_regions(detections: Sequence[Detection], width: int, height: int, sizes: tuple[int, ...], context: float,
@@ -80,8 +79,9 @@ def crop_regions(detections: Sequence[Detection], width: int, height: int, sizes
         crop = plan_crop(d.box, width, height, context, sizes, factor)
         weight = crop_weight(d, crop, width, height, edge)
         rect = (crop.x, crop.y, crop.size, crop.size)
-        regions.append(Region(d.image_index, rect, (crop.sample_size, crop.sample_size), weight, weight,
-                              support_mask(weight, crop.sample_size, factor), d.label, region_seed(seed, rect)))
+        sample = (crop.sample_size, crop.sample_size)
+        regions.append(Region(d.image_index, rect, sample, weight, weight, support_mask(weight, sample, factor), d.label,
+                              region_seed(seed, rect)))
     return regions
 
 

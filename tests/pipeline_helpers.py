@@ -8,6 +8,8 @@ import torch
 from fixtures.tiny_models import tiny_clip, tiny_model, tiny_vae
 from luna_semantic_detailer.kernels.noise import make_scaffold
 from luna_semantic_detailer.luna_types import NoiseScaffold
+from luna_semantic_detailer.pipeline.sampling import Sampler, sample
+from luna_semantic_detailer.pipeline.step_noise import NoiseSite, RegionNoise
 
 
 def encode_prompt(text: str, seed: int = 0) -> list:
@@ -32,18 +34,27 @@ def models(channels: int = 4):
 
 @contextlib.contextmanager
 def sampler_spy():
-    """Record (noise, latent) of every comfy.sample.sample call while still running the real sampler."""
+    """Record (noise, latent) of every comfy.sample.sample_custom call (one per batch of regions), still sampling."""
     import comfy.sample
 
     calls: list[dict] = []
-    real = comfy.sample.sample
+    real = comfy.sample.sample_custom
 
-    def spy(model, noise, *args, **kwargs):
-        calls.append({"noise": noise.clone(), "latent": args[6].clone() if len(args) > 6 else kwargs.get("latent_image")})
-        return real(model, noise, *args, **kwargs)
+    def spy(model, noise, cfg, sampler, sigmas, positive, negative, latent_image, **kwargs):
+        calls.append({"noise": noise.clone(), "latent": latent_image.clone(), "positive": positive, "negative": negative})
+        return real(model, noise, cfg, sampler, sigmas, positive, negative, latent_image, **kwargs)
 
-    comfy.sample.sample = spy
+    comfy.sample.sample_custom = spy
     try:
         yield calls
     finally:
-        comfy.sample.sample = real
+        comfy.sample.sample_custom = real
+
+
+def sample_batch(model, noise, latent, positive, negative, *, steps, cfg, sampler_name, scheduler, denoise, seed):
+    """One pipeline sampler call on a batch of regions laid side by side on the noise field."""
+    sites = [NoiseSite((i * latent.shape[3], 0, latent.shape[3], latent.shape[2]), tuple(latent.shape[2:]))
+             for i in range(latent.shape[0])]
+    step_noise = RegionNoise(seed, sites, latent.shape[1], latent.device, latent.dtype)
+    return sample(Sampler(model, steps, cfg, sampler_name, scheduler, denoise, seed), noise, latent, positive, negative,
+                  step_noise)

@@ -151,7 +151,7 @@ def test_each_crop_carries_its_own_clip_vision_tokens():
     import comfy.sample
 
     from fixtures.tiny_models import tiny_clip_vision
-    from luna_semantic_detailer.kernels.fusion import vision_tokens
+    from luna_semantic_detailer.pipeline.anchoring import vision_tokens
 
     image = smooth_canvas(1, 1024, 1024, seed=9)
     image[:, 512:] = 1 - image[:, 512:]

@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from fixtures.tiny_models import CONTEXT_DIM, VISION_CONFIG, VISION_TOKENS, tiny_clip, tiny_clip_vision
 
-from luna_semantic_detailer.kernels.fusion import SDXL_SLOTS, context_slots, fuse_conditioning, vision_tokens
-from luna_semantic_detailer.kernels.sampling import sample_batch
+from pipeline_helpers import sample_batch
+from luna_semantic_detailer.pipeline.anchoring import SDXL_SLOTS, context_slots, fuse_conditioning, vision_tokens
 
 MEAN = [0.48145466, 0.4578275, 0.40821073]
 STD = [0.26862954, 0.26130258, 0.27577711]

@@ -7,21 +7,11 @@ import pytest
 import torch
 from fixtures.tiny_models import CONTEXT_DIM, tiny_clip, tiny_model, tiny_vae
 
+from pipeline_helpers import sample_batch
 from luna_semantic_detailer.pipeline.batching import max_batch_for, plan_batches, run_halving
-from luna_semantic_detailer.pipeline.sampling import Sampler, sample
-from luna_semantic_detailer.pipeline.step_noise import NoiseSite, RegionNoise
 from luna_semantic_detailer.pipeline.vae import decode, encode
 
 ARGS = dict(steps=3, cfg=4.0, sampler_name="euler", scheduler="normal", denoise=0.6, seed=0)
-
-
-def sample_batch(model, noise, latent, positive, negative, *, steps, cfg, sampler_name, scheduler, denoise, seed):
-    """One pipeline sampler call on a batch of regions laid side by side on the noise field."""
-    sites = [NoiseSite((i * latent.shape[3], 0, latent.shape[3], latent.shape[2]), tuple(latent.shape[2:]))
-             for i in range(latent.shape[0])]
-    step_noise = RegionNoise(seed, sites, latent.shape[1], latent.device, latent.dtype)
-    return sample(Sampler(model, steps, cfg, sampler_name, scheduler, denoise, seed), noise, latent, positive, negative,
-                  step_noise)
 
 
 def _randn(*shape: int, seed: int = 0) -> torch.Tensor:
