@@ -7,7 +7,10 @@ import pytest
 import torch
 
 from pipeline_helpers import encode_prompt, models, sampler_spy, scaffold_for, smooth_canvas
-from luna_semantic_detailer.kernels.masks import detection_alpha
+from scipy import ndimage
+
+from fixtures.fidelity import block_vae, exact_model
+from luna_semantic_detailer.kernels.masks import feather
 from luna_semantic_detailer.kernels.noise import region_seed
 from luna_semantic_detailer.kernels.planning import plan_crop
 from luna_semantic_detailer.kernels.resample import downscale_noise
@@ -33,32 +36,86 @@ def detections(boxes, labels=None, image_index=0) -> DetectionData:
     return DetectionData(tuple(Detection(b, ellipse_mask(b), 0.9, l, image_index) for b, l in zip(boxes, labels)), (96, 96))
 
 
-def detail(image, data, *, crop=CROP, max_batch=4, scaffold=None, **extra):
-    model, vae = models()
+def detail(image, data, *, crop=CROP, max_batch=4, scaffold=None, model=None, vae=None, **extra):
+    default_model, default_vae = models()
     h, w = image.shape[1:3]
     settings = {**SETTINGS, **extra}
     return LunaSAM3Detailer().detail(
-        image, scaffold or scaffold_for(w, h), data, model, encode_prompt("a face"), encode_prompt(""), vae,
-        crop_size=crop, max_batch=max_batch, **settings,
+        image, scaffold or scaffold_for(w, h), data, model or default_model, encode_prompt("a face"), encode_prompt(""),
+        vae or default_vae, crop_size=crop, max_batch=max_batch, **settings,
     )
+
+
+def object_distance(data: DetectionData, height: int, width: int) -> torch.Tensor:
+    """Exact Euclidean distance (px, pixel centres) of every canvas pixel to the nearest detection pixel, at canvas size."""
+    on = torch.zeros(height, width, dtype=torch.bool)
+    for d in data.detections:
+        on |= torch.nn.functional.interpolate(d.mask[None, None], size=(height, width), mode="bilinear",
+                                              align_corners=False)[0, 0] >= 0.5
+    return torch.from_numpy(ndimage.distance_transform_edt(~on.numpy())).float()
 
 
 FAR_APART = [(0.05, 0.05, 0.12, 0.12), (0.80, 0.05, 0.87, 0.12), (0.05, 0.80, 0.12, 0.87), (0.80, 0.80, 0.87, 0.87)]
 
 
 def test_pixels_outside_every_feathered_mask_are_bit_identical():
+    """Beyond dilation + feather (+ half a pixel, + the blend's cells of up to 3 px) of every mask: the input, bit for bit."""
     image = smooth_canvas(1, 1024, 1024)
     data = detections(FAR_APART[:2])
     out, _ = detail(image, data)
-    touched = torch.zeros(1024, 1024, dtype=torch.bool)
-    for d in data.detections:
-        crop = plan_crop(d.box, 1024, 1024, 1.5, (512,), 8)
-        region = torch.tensor([[crop.x / 1024, crop.y / 1024, (crop.x + crop.size) / 1024, (crop.y + crop.size) / 1024]])
-        from luna_semantic_detailer.kernels.regions import mask_regions
-        alpha = detection_alpha(mask_regions(d.mask[None], region, crop.size), 4, 8)[0]
-        touched[crop.y:crop.y + crop.size, crop.x:crop.x + crop.size] |= alpha > 0
-    assert torch.equal(out[0][~touched], image[0][~touched])
-    assert not torch.equal(out[0][touched], image[0][touched])
+    distance = object_distance(data, 1024, 1024)
+    far = distance > SETTINGS["mask_dilation"] + SETTINGS["mask_feather"] + 0.5 + 3
+    assert torch.equal(out[0][far], image[0][far])
+    assert not torch.equal(out[0][distance <= SETTINGS["mask_dilation"]], image[0][distance <= SETTINGS["mask_dilation"]])
+
+
+def test_the_visible_profile_is_the_feather_of_the_tooltip():
+    """A model that paints each crop one colour: out = input + weight x (colour - input), and the weight is the tooltip's
+    smoothstep of the exact Euclidean distance (1 up to the dilation, 0 past dilation + feather), within a blend cell."""
+    image = torch.full((1, 1024, 1024, 3), 0.2)
+    image[:, :, 512:] = 0.8
+    box = (0.4, 0.35, 0.6, 0.6)
+    data = detections([box])
+    dilation, width = 12, 40
+    out, _ = detail(image, data, crop="1024", model=exact_model("tile-constant"), vae=block_vae(), cfg=1.0,
+                    mask_dilation=dilation, mask_feather=width)
+    colour = out[0, 512, 512, 0]
+    assert 0.3 < float(colour) < 0.7
+    profile = ((out - image) / (colour - image))[0, ..., 0]
+    expected = feather(object_distance(data, 1024, 1024), dilation, width)
+    cell = 2  # a 1024 crop's blend weight is taken on 2 px cells
+    assert (profile - expected).abs().max() <= 1.5 / width * cell * 1.5
+
+
+@pytest.mark.parametrize("dilation,width,context", [(256, 512, 1.0), (0, 512, 1.0), (64, 0, 1.0), (-32, 256, 1.5)])
+def test_the_blend_reaches_zero_before_the_crop_edge_whatever_the_knobs(dilation, width, context):
+    """Dilation and feather far past the crop, a crop that hugs the box: the crop's border ring is still the input."""
+    image = smooth_canvas(1, 1536, 1536, seed=4)
+    box = (0.35, 0.40, 0.55, 0.62)
+    data = detections([box])
+    out, _ = detail(image, data, crop="512", context_padding=context, mask_dilation=dilation, mask_feather=width)
+    crop = plan_crop(box, 1536, 1536, context, (512,), 8)
+    ring = torch.ones(crop.size, crop.size, dtype=torch.bool)
+    ring[1:-1, 1:-1] = False
+    inside = out[0, crop.y:crop.y + crop.size, crop.x:crop.x + crop.size]
+    before = image[0, crop.y:crop.y + crop.size, crop.x:crop.x + crop.size]
+    assert (inside - before).abs()[ring].max() < 2e-3
+    outside = torch.ones(1536, 1536, dtype=torch.bool)
+    outside[crop.y:crop.y + crop.size, crop.x:crop.x + crop.size] = False
+    assert torch.equal(out[0][outside], image[0][outside])
+    assert not torch.equal(inside, before)
+
+
+def test_a_one_pixel_mask_repaints_a_small_neighbourhood():
+    image = smooth_canvas(1, 1024, 1024, seed=6)
+    mask = torch.zeros(96, 96)
+    mask[40, 50] = 1
+    data = DetectionData((Detection((50 / 96, 40 / 96, 51 / 96, 41 / 96), mask, 1.0, "dot"),), (96, 96))
+    out, _ = detail(image, data, mask_dilation=0, mask_feather=4)
+    changed = (out != image).any(-1)[0]
+    assert changed.any() and torch.isfinite(out).all()
+    distance = object_distance(data, 1024, 1024)
+    assert distance[changed].max() <= 4 + 0.5 + 3
 
 
 def test_batch_size_does_not_change_the_canvas_and_counts_sampler_calls():
@@ -103,12 +160,14 @@ def test_crops_larger_than_the_sampling_size_use_the_resampled_slice():
     assert torch.equal(calls[0]["noise"], expected)
 
 
-def test_detection_order_does_not_matter_for_overlapping_detections():
+def test_overlapping_detections_are_sampled_together_from_the_input_in_any_order():
     image = smooth_canvas(1, 1024, 1024, seed=5)
     boxes = [(0.30, 0.30, 0.45, 0.45), (0.40, 0.35, 0.55, 0.50), (0.05, 0.70, 0.15, 0.80)]
-    a, _ = detail(image, detections(boxes))
+    with sampler_spy() as calls:
+        a, _ = detail(image, detections(boxes))
     b, _ = detail(image, detections(boxes[::-1]))
     assert torch.equal(a, b)
+    assert [call["noise"].shape[0] for call in calls] == [3]
 
 
 def test_empty_detections_return_the_canvas_unchanged_without_sampling():
@@ -148,27 +207,15 @@ def test_detections_for_a_missing_image_are_a_clear_error():
 
 
 def test_each_crop_carries_its_own_clip_vision_tokens():
-    import comfy.sample
-
     from fixtures.tiny_models import tiny_clip_vision
     from luna_semantic_detailer.pipeline.anchoring import vision_tokens
 
     image = smooth_canvas(1, 1024, 1024, seed=9)
     image[:, 512:] = 1 - image[:, 512:]
     data = detections([FAR_APART[0], FAR_APART[3]])
-    seen = []
-    real = comfy.sample.sample
-
-    def spy(model, noise, steps, cfg, sampler_name, scheduler, positive, *args, **kwargs):
-        seen.append(positive[0][0].clone())
-        return real(model, noise, steps, cfg, sampler_name, scheduler, positive, *args, **kwargs)
-
-    comfy.sample.sample = spy
-    try:
+    with sampler_spy() as calls:
         detail(image, data, max_batch=2, vision_strength=0.7, clip_vision=tiny_clip_vision(0))
-    finally:
-        comfy.sample.sample = real
-    (cond,) = seen
+    (cond,) = [call["positive"][0][0] for call in calls]
     crops = sorted((plan_crop(d.box, 1024, 1024, 1.5, (512,), 8) for d in data.detections), key=lambda c: (c.x, c.y))
     pixels = torch.stack([image[0, c.y:c.y + c.size, c.x:c.x + c.size] for c in crops])
     expected = 0.7 * vision_tokens(tiny_clip_vision(0), pixels)
