@@ -225,14 +225,12 @@ def stock_refine(m: Models, pixels, s: Settings, seed: int, mask=None):
 
 def runs(m: Models, s: Settings, image, scaffold) -> dict:
     """name -> zero-argument call: the variants measured."""
-    import torch
-
-    from luna_semantic_detailer.kernels.masks import blend_, detection_alpha, tile_alpha
+    from luna_semantic_detailer.kernels.compositing import add_share_, lerp_, share, tile_layers
     from luna_semantic_detailer.kernels.planning import plan_crop, plan_tiles
-    from luna_semantic_detailer.kernels.regions import box_mask
     from luna_semantic_detailer.luna_types import Detection, DetectionData
     from luna_semantic_detailer.nodes.detailer import CROP_SIZES, LunaSAM3Detailer
     from luna_semantic_detailer.nodes.refiner import LunaGlobalRefiner
+    from luna_semantic_detailer.pipeline.crops import MaskEdge, crop_weight
 
     detections = DetectionData(tuple(Detection(b, None, 1.0, "face") for b in grid_boxes(s.detections)),
                                (s.canvas, s.canvas))
@@ -245,9 +243,11 @@ def runs(m: Models, s: Settings, image, scaffold) -> dict:
 
     def refiner_sequential():
         out = image.clone()
-        for t in plan_tiles(s.canvas, s.canvas, s.tile, s.overlap):
-            refined = stock_refine(m, out[:, t.y:t.y + t.height, t.x:t.x + t.width], s, scaffold.seed)
-            blend_(out, refined, tile_alpha(t.height, t.width, s.overlap, t.x > 0, t.y > 0, False, False), t.x, t.y)
+        layers = tile_layers(plan_tiles(s.canvas, s.canvas, s.tile, s.overlap))
+        for i, layer in enumerate(layers):
+            x, y, w, h = layer.rect
+            refined = stock_refine(m, image[:, y:y + h, x:x + w], s, scaffold.seed)
+            add_share_(out, layer.rect, refined, share(layers, i), base=image)
         return out
 
     def detailer(vision: float):
@@ -260,10 +260,9 @@ def runs(m: Models, s: Settings, image, scaffold) -> dict:
         out = image.clone()
         for d in detections.detections:
             c = plan_crop(d.box, s.canvas, s.canvas, 1.5, CROP_SIZES[s.crop], 8)
-            x0, y0, x1, y1 = ((v * s.canvas - o) / c.size for v, o in zip(d.box, (c.x, c.y, c.x, c.y)))
-            alpha = detection_alpha(box_mask(torch.tensor([[x0, y0, x1, y1]]), c.size, c.size), 16, 32)
-            refined = stock_refine(m, out[:, c.y:c.y + c.size, c.x:c.x + c.size], s, scaffold.seed, mask=alpha)
-            blend_(out, refined, alpha[0], c.x, c.y)
+            alpha = crop_weight(d, c, s.canvas, s.canvas, MaskEdge(16, 32))
+            refined = stock_refine(m, out[:, c.y:c.y + c.size, c.x:c.x + c.size], s, scaffold.seed, mask=alpha[None])
+            lerp_(out, (c.x, c.y, c.size, c.size), refined, alpha)
         return out
 
     return {

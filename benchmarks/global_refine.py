@@ -1,4 +1,4 @@
-"""LunaGlobalRefiner (chess phases, batched) versus a sequential tile loop (batch 1, own VAE encode/decode per tile).
+"""LunaGlobalRefiner (parallel tiling, batched) versus stock nodes tile by tile (VAEEncode -> KSampler -> VAEDecode, batch 1).
 
 Run from the repository root: `.venv/bin/python benchmarks/global_refine.py [--canvas 1024] [--tile 256] [--steps 4]`.
 Each variant runs in its own process so the peak-memory figures do not mix; CPU peak is the process's max RSS.
@@ -18,10 +18,11 @@ def run(variant: str, canvas: int, tile: int, overlap: int, steps: int, max_batc
     import torch
 
     from fixtures.tiny_models import tiny_clip, tiny_model, tiny_vae
-    from luna_semantic_detailer.kernels.masks import blend_, tile_alpha
-    from luna_semantic_detailer.kernels.noise import make_scaffold, slice_noise
+    import nodes
+
+    from luna_semantic_detailer.kernels.compositing import add_share_, share, tile_layers
+    from luna_semantic_detailer.kernels.noise import make_scaffold
     from luna_semantic_detailer.kernels.planning import plan_tiles
-    from luna_semantic_detailer.kernels.refine import RefineJob, refine_batch
     from luna_semantic_detailer.luna_types import NoiseScaffold
     from luna_semantic_detailer.nodes.refiner import LunaGlobalRefiner
 
@@ -38,14 +39,15 @@ def run(variant: str, canvas: int, tile: int, overlap: int, steps: int, max_batc
                                    vision_strength=0.0, max_batch=max_batch, **settings)
 
     def sequential():
-        job = RefineJob(model, vae, positive, negative, seed=5, **settings)
         out = image.clone()
-        for t in tiles:
-            pixels = out[:, t.y:t.y + t.height, t.x:t.x + t.width]
-            noise = slice_noise(scaffold.noise, [(t.x, t.y, t.width, t.height)], 8)
-            refined = refine_batch(job, pixels, noise)
-            edges = (t.x > 0, t.y > 0, False, False)
-            blend_(out, refined, tile_alpha(t.height, t.width, overlap, *edges), t.x, t.y)
+        layers = tile_layers(tiles)
+        for i, layer in enumerate(layers):
+            x, y, w, h = layer.rect
+            latent = nodes.VAEEncode().encode(vae, image[:, y:y + h, x:x + w])[0]
+            latent = nodes.KSampler().sample(model, 5, settings["steps"], settings["cfg"], settings["sampler_name"],
+                                             settings["scheduler"], positive, negative, latent,
+                                             denoise=settings["denoise"])[0]
+            add_share_(out, layer.rect, nodes.VAEDecode().decode(vae, latent)[0], share(layers, i), base=image)
 
     fn = batched if variant == "batched" else sequential
     calls = count_sampler_calls()

@@ -62,15 +62,16 @@ def grid_boxes(count: int) -> list[tuple[float, float, float, float]]:
 
 
 def count_sampler_calls() -> list:
-    """A list that gets one entry per comfy.sample.sample call from now on (the function is wrapped in place)."""
+    """A list that gets one entry per comfy.sample.sample / sample_custom call from now on (wrapped in place)."""
     import comfy.sample
 
     calls: list = []
-    real = comfy.sample.sample
+    for name in ("sample", "sample_custom"):
+        real = getattr(comfy.sample, name)
 
-    def counting(*args, **kwargs):
-        calls.append(1)
-        return real(*args, **kwargs)
+        def counting(*args, _real=real, **kwargs):
+            calls.append(1)
+            return _real(*args, **kwargs)
 
-    comfy.sample.sample = counting
+        setattr(comfy.sample, name, counting)
     return calls

@@ -23,9 +23,10 @@ if PACK not in sys.modules:
     package.__path__ = [str(ROOT)]
     sys.modules[PACK] = package
 
-from luna_semantic_detailer.kernels.masks import blend_, tile_alpha  # noqa: E402
-from luna_semantic_detailer.kernels.noise import make_scaffold  # noqa: E402
-from luna_semantic_detailer.kernels.planning import batches, chess_phases, feather_flags, plan_tiles  # noqa: E402
+from luna_semantic_detailer.kernels.compositing import add_share_, share, tile_layers  # noqa: E402
+from luna_semantic_detailer.kernels.masks import detection_alpha  # noqa: E402
+from luna_semantic_detailer.kernels.noise import field_noise, make_scaffold  # noqa: E402
+from luna_semantic_detailer.kernels.planning import batches, chess_phases, plan_tiles  # noqa: E402
 from luna_semantic_detailer.kernels.resample import downscale_noise  # noqa: E402
 
 CANVAS, TILE, OVERLAP = 4096, 1024, 128
@@ -46,10 +47,10 @@ def timed(fn: Callable[[], object], repeat: int, device: torch.device) -> list[f
     return times
 
 
-def plan() -> tuple[list, list[list[int]], list, list[list[int]]]:
+def plan() -> tuple[list, list[list[int]], list[list[int]]]:
     tiles = plan_tiles(CANVAS, CANVAS, TILE, OVERLAP)
     phases = chess_phases(tiles)
-    return tiles, phases, feather_flags(tiles, phases), [b for p in phases for b in batches(p, 4)]
+    return tiles, phases, [b for p in phases for b in batches(p, 4)]
 
 
 def main() -> None:
@@ -59,27 +60,30 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device(args.device)
 
-    tiles, phases, flags, _ = plan()
+    tiles, phases, _ = plan()
     generator = torch.Generator("cpu").manual_seed(0)
     canvas = torch.rand((1, CANVAS, CANVAS, 3), generator=generator).to(device)
+    original = canvas.clone()
     refined = torch.rand((len(tiles), TILE, TILE, 3), generator=generator).to(device)
 
-    def blend_pass() -> None:
-        for phase in phases:
-            for i in phase:
-                t = tiles[i]
-                alpha = tile_alpha(t.height, t.width, OVERLAP, *flags[i], device=device)
-                blend_(canvas, refined[i:i + 1], alpha, t.x, t.y)
+    def composite_pass() -> None:
+        layers = tile_layers(tiles)
+        for i, layer in enumerate(layers):
+            add_share_(canvas, layer.rect, refined[i:i + 1], share(layers, i), base=original)
 
     noise = make_scaffold(CANVAS, CANVAS, seed=0).to(device)
+    cells = (torch.rand((1, 512, 512), generator=generator) > 0.5).float().to(device)
 
     rows = [
-        (f"blend pass: {len(tiles)} tiles {TILE}² (overlap {OVERLAP}, {len(phases)} phases) "
-         f"into [1,{CANVAS},{CANVAS},3] f32", timed(blend_pass, args.repeat, device)),
+        (f"composite pass: {len(tiles)} tiles {TILE}² (overlap {OVERLAP}): tile_layers + share + add_share_ "
+         f"into [1,{CANVAS},{CANVAS},3] f32", timed(composite_pass, args.repeat, device)),
         ("noise downscale [1,4,512,512] -> [1,4,192,192] (4096 -> 1536 px)",
          timed(lambda: downscale_noise(noise, (192, 192), seed=1), args.repeat, device)),
-        (f"plan {len(tiles)} tiles + chess phases + feather flags + batches",
-         timed(plan, args.repeat, device)),
+        ("step noise of a batch of 4 tiles: field_noise, 4 x [4,128,128] (1024 px tiles)",
+         timed(lambda: field_noise(1, 1, [(96 * i, 40, 128, 128) for i in range(4)], 4), args.repeat, device)),
+        ("detection weight of a 1536² crop from 512² cells (random half-filled mask), feather 32",
+         timed(lambda: detection_alpha(cells, 3, (1536, 1536), 16, 32), args.repeat, device)),
+        (f"plan {len(tiles)} tiles + chess phases + batches", timed(plan, args.repeat, device)),
     ]
     print(f"device={args.device} torch={torch.__version__} threads={torch.get_num_threads()} "
           f"python={platform.python_version()} repeat={args.repeat}")

@@ -15,8 +15,8 @@ class LunaGlobalRefiner:
     DESCRIPTION = (
         "Polishes the whole canvas in overlapping tiles of 1024/1536 px, each sampled from its exact 1:1 slice of the "
         "master scaffold, batched, optionally anchored by its own CLIP-ViT tokens. The tiling input chooses how tiles "
-        "agree: fused (default: one canvas latent, every step averaged over the tiles), parallel, or chess (the spec's "
-        "phases)."
+        "agree: parallel (default: every tile from the input canvas, blended by smoothstep ramps across each whole "
+        "overlap), fused (one canvas latent, every step averaged over the tiles) or chess (the spec's phases)."
     )
     CATEGORY = f"{CATEGORY}/Refine"
     RETURN_TYPES = ("IMAGE",)
@@ -35,12 +35,14 @@ class LunaGlobalRefiner:
                 "vae": ("VAE", {"tooltip": "The VAE that encodes the tiles and decodes the result (the checkpoint's own)."}),
                 "tile_size": ("INT", {"default": 1024, "min": 64, "max": 4096, "step": 64, "tooltip": "Tile side in pixels: 1024 (SD1.5/SDXL native) or 1536."}),
                 "overlap": ("INT", {"default": 128, "min": 0, "max": 1024, "step": 8, "tooltip": "Least overlap of neighbouring tiles in pixels; the tiles are blended by smoothstep ramps across each whole overlap."}),
-                "tiling": (list(TILINGS), {"default": DEFAULT_TILING, "tooltip": "How the tiles agree. " + " ".join(f"{k}: {v}." for k, v in TILINGS.items())}),
                 **sampler_inputs(denoise=0.3),
                 **vision_strength_input(),
                 **max_batch_input(),
             },
-            "optional": anchoring_inputs(),
+            "optional": {
+                "tiling": (list(TILINGS), {"default": DEFAULT_TILING, "tooltip": "How the tiles agree. " + " ".join(f"{k}: {v}." for k, v in TILINGS.items()) + " parallel won the fidelity table (BENCHMARKS.md)."}),
+                **anchoring_inputs(),
+            },
         }
 
     def refine(self, image, master_scaffold, model, positive, negative, vae, tile_size, overlap, steps, cfg,

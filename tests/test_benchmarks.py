@@ -36,11 +36,12 @@ def test_tiny_benchmark_meters_unet_calls_and_one_image_encoding_for_all_concept
     rows = {r["run"]: r for r in json.loads((tmp_path / "cuda_benchmark.json").read_text())["runs"]}
     assert set(rows) == {"detailer", "detailer_sequential_ksampler", "detailer+clip_vit", "detector_first_call_b1",
                          "detector_warm_b1", "detector_warm_b4"}
-    # Two 512 px crops that overlap on the 1024² canvas: two rounds of one crop, cond and uncond in one call per step.
-    assert rows["detailer"]["unet_batches"] == {"2": 2 * steps}
+    # Two 512 px crops that overlap on the 1024² canvas, both sampled from the input: one batch of 2, cond and uncond
+    # in one call per step.
+    assert rows["detailer"]["unet_batches"] == {"4": steps}
     assert rows["detailer_sequential_ksampler"]["unet_batches"] == {"2": 2 * steps}
     # Anchored prompts (77 + 17 tokens) do not concatenate with the 77-token negative: twice the calls, same FLOPs.
-    assert rows["detailer+clip_vit"]["unet_batches"] == {"1": 4 * steps}
+    assert rows["detailer+clip_vit"]["unet_batches"] == {"2": 2 * steps}
     assert rows["detailer+clip_vit"]["context_lengths"] == [77, 94]
     assert rows["detailer"]["unet_tflop"] > 0
     for name in ("detector_first_call_b1", "detector_warm_b1", "detector_warm_b4"):

@@ -110,7 +110,7 @@ def test_the_first_tile_in_an_order_replaces_the_original_and_a_lone_detection_l
 def test_axis_weights_ramp_across_each_whole_overlap_and_sum_to_one(spans):
     spans = sorted({(o, n) for o, n in spans})
     ends = [o + n for o, n in spans]
-    if any(spans[i + 1][0] < ends[i - 1] for i in range(1, len(spans) - 1)) or any(
+    if len({o for o, _ in spans}) < len(spans) or any(spans[i + 1][0] < ends[i - 1] for i in range(1, len(spans) - 1)) or any(
             ends[i + 1] <= ends[i] for i in range(len(spans) - 1)):
         return  # only chains where each span overlaps at most its neighbours and reaches further
     weights = axis_weights(spans)

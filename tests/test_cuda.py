@@ -15,10 +15,13 @@ import pytest
 import torch
 
 from cuda_reference import assert_same_refine, run_in_subprocess, small_refine
-from test_masks import chebyshev_distance, naive_ramp, reference_alpha, smoothstep64
+from test_compositing import reference_composite
+from test_masks import naive_feather, naive_signed_distance, smoothstep64
 from luna_semantic_detailer.kernels.detections import connected_regions, mask_boxes
-from luna_semantic_detailer.kernels.fusion import SDXL_SLOTS, fuse_conditioning
-from luna_semantic_detailer.kernels.masks import blend_, detection_alpha, smoothstep, tile_alpha, tile_feather
+from luna_semantic_detailer.kernels.compositing import Layer, add_share_, lerp_, share, tile_layers
+from luna_semantic_detailer.kernels.masks import detection_alpha, smoothstep
+from luna_semantic_detailer.kernels.planning import plan_tiles
+from luna_semantic_detailer.pipeline.anchoring import SDXL_SLOTS, fuse_conditioning
 from luna_semantic_detailer.kernels.noise import make_scaffold, slice_noise
 from luna_semantic_detailer.kernels.regions import box_mask, mask_regions
 from luna_semantic_detailer.kernels.resample import bridge_shape, downscale_noise, integral_downscale
@@ -122,55 +125,49 @@ def test_smoothstep_on_cuda_matches_the_closed_form():
     assert smoothstep(torch.tensor([-1.0, 0.0, 1.0, 2.0], device="cuda")).tolist() == [0.0, 0.0, 1.0, 1.0]
 
 
-@pytest.mark.parametrize("moved", [False, True], ids=["all-cuda", "refined-and-alpha-on-cpu"])
-def test_blend_on_cuda_matches_float64_lerp_and_is_exact_at_the_ends(moved):
+@pytest.mark.parametrize("moved", [False, True], ids=["all-cuda", "values-and-weights-on-cpu"])
+def test_composite_on_cuda_matches_the_float64_reference_and_leaves_uncovered_pixels_bit_identical(moved):
     g = gen(8)
-    canvas = torch.rand((2, 40, 56, 3), generator=g)
-    refined = torch.rand((1, 24, 32, 3), generator=g)
-    alpha = torch.rand((2, 24, 32), generator=g)
-    alpha[:, :4] = 0.0
-    alpha[:, -4:] = 1.0
-    x, y = 17, 9
-    out = canvas.clone().cuda()
-    blend_(out, refined if moved else refined.cuda(), alpha if moved else alpha.cuda(), x, y)
+    original = torch.rand((1, 40, 56, 3), generator=g)
+    alpha = torch.rand(30, 20, generator=g)
+    layers = [Layer((17, 9, 32, 24), torch.rand(24, 32, generator=g)), Layer((30, 4, 20, 30), alpha, alpha)]
+    values = [torch.rand(1, 24, 32, 3, generator=g), torch.rand(1, 30, 20, 3, generator=g)]
+    out = original.clone().cuda()
+    base = original.cuda()
+    for i, (layer, value) in enumerate(zip(layers, values)):
+        weight = share(layers, i)
+        add_share_(out, layer.rect, value if moved else value.cuda(), weight if moved else weight.cuda(), base=base)
     assert out.device.type == "cuda"
-    expected = canvas.double().clone()
-    region = expected[:, y:y + 24, x:x + 32]
-    region += alpha.double()[..., None] * (refined.double() - region)
-    np.testing.assert_allclose(out.cpu().double().numpy(), expected.numpy(), rtol=0, atol=1e-6)
-    got = out.cpu()
-    outside = torch.ones(40, 56, dtype=torch.bool)
-    outside[y:y + 24, x:x + 32] = False
-    assert torch.equal(got[:, outside], canvas[:, outside])
-    assert torch.equal(got[:, y:y + 4, x:x + 32], canvas[:, y:y + 4, x:x + 32])
-    assert torch.equal(got[:, y + 20:y + 24, x:x + 32], refined.expand(2, -1, -1, -1)[:, 20:])
+    expected = reference_composite(40, 56, layers, [v[0].numpy() for v in values], original[0].numpy())
+    np.testing.assert_allclose(out[0].cpu().double().numpy(), expected, rtol=0, atol=1e-5)
+    covered = torch.zeros(40, 56, dtype=torch.bool)
+    for layer in layers:
+        x, y, w, h = layer.rect
+        covered[y:y + h, x:x + w] = True
+    assert torch.equal(out[0].cpu()[~covered], original[0][~covered])
 
 
-@pytest.mark.parametrize("height,width,overlap,flags", [
-    (128, 128, 32, (True, True, False, False)),
-    (96, 128, 48, (True, False, True, True)),
-    (37, 53, 16, (False, True, True, False)),
-    (64, 64, 0, (True, True, True, True)),
-])
-def test_tile_feather_and_alpha_on_cuda_match_the_naive_ramps(height, width, overlap, flags):
-    left, top, right, bottom = flags
-    ry, rx = naive_ramp(height, overlap, top, bottom), naive_ramp(width, overlap, left, right)
-    feather = tile_feather(height, width, overlap, *flags, device="cuda")
-    alpha = tile_alpha(height, width, overlap, *flags, device="cuda")
-    assert feather.device.type == alpha.device.type == "cuda"
-    np.testing.assert_allclose(feather.cpu().double().numpy(), np.outer(ry, rx), rtol=0, atol=1e-6)
-    np.testing.assert_allclose(alpha.cpu().double().numpy(), np.outer(smoothstep64(ry), smoothstep64(rx)), rtol=0, atol=1e-6)
+def test_tile_shares_on_a_cuda_latent_canvas_sum_to_one():
+    tiles = plan_tiles(296, 200, 128, 48, 8)
+    layers = tile_layers(tiles, 8)
+    canvas = torch.zeros(1, 4, 25, 37, device="cuda")
+    for i, layer in enumerate(layers):
+        add_share_(canvas, layer.rect, torch.ones(1, 4, layer.rect[3], layer.rect[2], device="cuda"), share(layers, i),
+                   channels_last=False)
+    torch.testing.assert_close(canvas, torch.ones_like(canvas), rtol=0, atol=1e-6)
+    lerp_(canvas, (0, 0, 5, 5), torch.zeros(1, 4, 5, 5), torch.ones(5, 5), channels_last=False)
+    assert canvas[..., :5, :5].eq(0).all() and canvas.device.type == "cuda"
 
 
-@pytest.mark.parametrize("dilation,feather", [(0, 0), (3, 5), (-2, 4), (6, 0)])
-def test_detection_alpha_on_cuda_matches_scipy_and_a_naive_distance(dilation, feather):
+@pytest.mark.parametrize("dilation,width", [(0, 0), (3, 5), (-2, 4), (6, 0)])
+def test_detection_alpha_of_cuda_masks_stays_on_cuda_and_matches_the_brute_force_distance(dilation, width):
     g = gen(9)
-    mask = torch.rand((2, 28, 36), generator=g) * (torch.rand((2, 28, 36), generator=g) < 0.08)
+    mask = torch.rand((2, 28, 28), generator=g) * (torch.rand((2, 28, 28), generator=g) < 0.08)
     mask[1, 8:18, 10:24] = 0.9
-    out = detection_alpha(mask.cuda(), dilation, feather)
+    out = detection_alpha(mask.cuda(), 1, (28, 28), dilation, width)
     assert out.device.type == "cuda" and out.shape == mask.shape
     for i in range(2):
-        expected = reference_alpha(mask[i].numpy(), dilation, feather)
+        expected = naive_feather(naive_signed_distance(mask[i].numpy() >= 0.5), dilation, width)
         np.testing.assert_allclose(out[i].cpu().double().numpy(), expected, rtol=0, atol=1e-6)
 
 
@@ -309,7 +306,8 @@ def test_fuse_conditioning_with_cuda_tokens_matches_the_closed_form_on_the_condi
 
 def test_per_tile_kernels_do_not_synchronize_with_the_host():
     """Sync debug mode "error" around the work the refiner/detailer loops do per batch on device tensors: slicing the
-    scaffold, tile and detection alphas, mask cut-outs and blending. (ComfyUI's sampler syncs on its own; not here.)"""
+    scaffold, mask cut-outs and compositing. (ComfyUI's sampler syncs on its own, and the detection weight's distance
+    transform runs on the CPU by design; not here.)"""
     g = gen(13)
     scaffold = make_scaffold(256, 256, 3).cuda()
     canvas = torch.rand((1, 256, 256, 3), generator=g).cuda()
@@ -318,15 +316,16 @@ def test_per_tile_kernels_do_not_synchronize_with_the_host():
     regions = torch.tensor([[0.0, 0.0, 0.5, 0.5], [0.5, 0.5, 1.0, 1.0]], device="cuda")
     boxes = torch.tensor([[0.1, 0.1, 0.4, 0.6], [0.3, 0.2, 0.9, 0.8]], device="cuda")
 
+    weights = [w.cuda() for w in (torch.rand(128, 128, generator=g), torch.rand(128, 128, generator=g))]
+    base = canvas.clone()
+
     def work():
         noise = slice_noise(scaffold, [(0, 0, 128, 128), (128, 128, 128, 128)], 8)
-        alpha = tile_alpha(128, 128, 32, True, True, False, False, device="cuda")
-        cut = mask_regions(mask, regions, 128)
-        det = detection_alpha(torch.maximum(cut, box_mask(boxes, 128, 128)), 4, 8)
+        cut = torch.maximum(mask_regions(mask, regions, 128), box_mask(boxes, 128, 128))
         for i, (x, y) in enumerate([(0, 0), (128, 128)]):
-            blend_(canvas, refined[i:i + 1], alpha, x, y)
-            blend_(canvas, refined[i:i + 1], det[i], x, y)
-        return noise, smoothstep(det)
+            add_share_(canvas, (x, y, 128, 128), refined[i:i + 1], weights[i] * cut[i], base=base)
+            lerp_(canvas, (x, y, 128, 128), refined[i:i + 1], weights[i])
+        return noise, smoothstep(cut)
 
     work()  # first calls (allocator, kernel loading) outside the check
     torch.cuda.synchronize()
