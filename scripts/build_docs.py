@@ -80,18 +80,32 @@ dropped comes out of `rejected`.
 Repaints each detection in a square crop of the **4K canvas** at the model's native size: 1024 px, or 1536 px when
 the object (× `context_padding`) is larger; larger objects are cropped bigger and sampled at 1536. The crop's noise
 is its exact slice of the master scaffold, the crop's CLIP-ViT tokens (optional `clip_vision`) anchor its structure,
-and the result is blended back through the dilated, feathered mask; pixels outside every mask stay bit-identical.
+and the result is blended back with the crop's weight; pixels outside every mask stay bit-identical.
 
-Under the node the extension shows the crop sizes it will use on this canvas. Typical settings: `denoise` 0.35–0.5,
-`labels` empty (all) or e.g. `face`. Overlapping crops are refined in later rounds that see the earlier results.
+The weight is the mask grown by `mask_dilation` and feathered over `mask_feather` px by Euclidean distance (a
+smoothstep: 1 at the grown mask, 0 `mask_feather` px past it), and it always reaches 0 before a crop edge that is not
+the canvas edge (a fade of max(feather, 8) px), so the crop square never shows. The sampler repaints exactly the
+latent cells the weight touches and keeps the rest of the crop as context, so what you see is that weight.
+
+All crops are sampled from the input canvas and batched together; where they overlap, each pixel takes their
+results in proportion to their weights (measured: rounds that see earlier results refine the overlap twice,
+BENCHMARKS.md). Under the node the extension shows the crop sizes it will use on this canvas. Typical settings:
+`denoise` 0.35–0.5, `labels` empty (all) or e.g. `face`.
 """,
     "LunaGlobalRefiner": """
-Polishes the whole canvas in tiles (1024 or 1536 px) that overlap by at least `overlap`, processed in **chess
-phases**: tiles of one phase never touch, so each phase is one batch-friendly pass and every seam is feathered by the
-later tile. Each tile's noise is its 1:1 slice of the master scaffold.
+Polishes the whole canvas in tiles (1024 or 1536 px) that overlap by at least `overlap`. Each tile's noise is its
+1:1 slice of the master scaffold, so overlapping tiles start from the same noise where they overlap. `tiling`:
 
-Under the node the extension draws the tile grid for the current canvas, tile and overlap, coloured by phase (a
-4096² canvas with 1024 px tiles and 128 px overlap: 5×5 = 25 tiles in 4 phases). Typical `denoise`: 0.2–0.35.
+- **parallel** (default): every tile sampled from the input canvas, batched, blended by smoothstep ramps across each
+  whole overlap (the weights of every pixel sum to 1). With the same noise and the same input, overlapping tiles
+  agree: measured, the result matches the canvas refined as one tile (BENCHMARKS.md, "Tiling strategies").
+- **fused**: one sampler run on the whole canvas latent; at every step each tile predicts its part and the
+  predictions are averaged with the same weights (MultiDiffusion). As faithful here, slower on the CPU.
+- **chess**: the spec's order; tiles in chess phases, each phase sampled from the canvas that already holds the
+  earlier phases. Overlaps are refined twice (a grid of over-refined bands, measured), kept for those who want it.
+
+Under the node the extension draws the tile grid for the current canvas, tile and overlap (4096² with 1024 px
+tiles and 128 px overlap: 5×5 = 25 tiles). Typical `denoise`: 0.2–0.35.
 """,
 }
 
