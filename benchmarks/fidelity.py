@@ -19,14 +19,14 @@ from harness import ROOT, setup
 STRATEGIES = ("chess", "parallel", "fused", "independent")
 
 
-def run_tiling(job, canvas, scaffold, tile: int, overlap: int, strategy: str):
+def run_tiling(job, canvas, scaffold, tile: int, overlap: int, strategy: str, fit: str):
     """The refiner's result; "independent" is parallel with a noise of its own per tile instead of the scaffold slice."""
     import luna_semantic_detailer.pipeline.refine as refine_module
     from luna_semantic_detailer.kernels.noise import own_noise, region_seed
     from luna_semantic_detailer.pipeline.tiles import refine_tiles
 
     if strategy != "independent":
-        return refine_tiles(job, canvas, scaffold, tile, overlap, strategy)
+        return refine_tiles(job, canvas, scaffold, tile, overlap, strategy, fit)
     real = refine_module.start_noise
 
     def own(job_, noise, regions):
@@ -37,7 +37,7 @@ def run_tiling(job, canvas, scaffold, tile: int, overlap: int, strategy: str):
 
     refine_module.start_noise = own
     try:
-        return refine_tiles(job, canvas, scaffold, tile, overlap, "parallel")
+        return refine_tiles(job, canvas, scaffold, tile, overlap, "parallel", fit)
     finally:
         refine_module.start_noise = real
 
@@ -52,10 +52,10 @@ def refiner_table(args, out_dir: Path) -> list[dict]:
         job = job_for(exact_model(kind), block_vae(), scaffold.seed, args.steps, args.denoise, args.sampler)
         for name, canvas in (("flat", flat_canvas(args.height, args.width)),
                              ("structured", structured_canvas(args.height, args.width))):
-            untiled = run_tiling(job, canvas, scaffold, 1 << 14, args.overlap, "parallel")
+            untiled = run_tiling(job, canvas, scaffold, 1 << 14, args.overlap, "parallel", args.fit)
             for strategy in STRATEGIES:
                 start = time.perf_counter()
-                tiled = run_tiling(job, canvas, scaffold, args.tile, args.overlap, strategy)
+                tiled = run_tiling(job, canvas, scaffold, args.tile, args.overlap, strategy, args.fit)
                 wall = time.perf_counter() - start
                 peak, dip = bands(tiled, untiled, canvas)
                 rows.append({"model": kind, "canvas": name, "strategy": strategy, "error": error(tiled, untiled, canvas),
@@ -106,7 +106,7 @@ def corner_figure(images, args, out_dir: Path) -> None:
     import torch.nn.functional as F
     from fixtures.fidelity import bands, energy, error
 
-    from luna_semantic_detailer.kernels.planning import plan_tiles
+    from luna_semantic_detailer.pipeline.tiles import canvas_tiles
 
     source, untiled = images["input"], images["untiled"]
     scale = 2 * float((untiled - source).pow(2).mean())
@@ -127,7 +127,7 @@ def corner_figure(images, args, out_dir: Path) -> None:
     save_png(figure, out_dir / "strategies_residual_energy.png")
     if args.figure:
         save_png(figure, Path(args.figure))
-    tiles = plan_tiles(args.width, args.height, args.tile, args.overlap)
+    tiles = canvas_tiles(args.width, args.height, args.tile, args.overlap, 8, args.fit)
     corner = next(t for t in tiles if t.x > 0 and t.y > 0)
     y0, x0 = max(0, corner.y - 96), max(0, corner.x - 96)
     crops = [images[key][0, y0:y0 + 192, x0:x0 + 192].numpy() for key in order]
@@ -142,7 +142,7 @@ def probe(args, out_dir: Path) -> list[dict]:
     from pipeline_helpers import scaffold_for
 
     from luna_semantic_detailer.kernels.compositing import intersection
-    from luna_semantic_detailer.kernels.planning import plan_tiles
+    from luna_semantic_detailer.pipeline.tiles import canvas_tiles
 
     size, tile, overlap = args.probe_size, args.tile, args.overlap
     g = torch.Generator().manual_seed(1)
@@ -150,10 +150,10 @@ def probe(args, out_dir: Path) -> list[dict]:
     canvas = canvas.movedim(1, -1).contiguous()
     scaffold = scaffold_for(size, size, seed=3)
     job = job_for(exact_model("tile-constant"), block_vae("bilinear"), scaffold.seed, 2, 0.5, "euler")
-    tiles = plan_tiles(size, size, tile, overlap)
+    tiles = canvas_tiles(size, size, tile, overlap, 8, args.fit)
     rows = []
     for strategy in ("chess", "parallel", "fused"):
-        out = run_tiling(job, canvas, scaffold, tile, overlap, strategy)
+        out = run_tiling(job, canvas, scaffold, tile, overlap, strategy, args.fit)
         centres = [out[0, t.y + t.height // 2, t.x + t.width // 2] for t in tiles]
         rects = [(t.x, t.y, t.width, t.height) for t in tiles]
         difference = max(float((centres[i] - centres[j]).abs().max()) for i in range(len(tiles)) for j in range(i)
@@ -257,6 +257,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--denoise", type=float, default=0.5)
     parser.add_argument("--sampler", default="euler")
+    parser.add_argument("--fit", default="fit", choices=["fit", "exact"], help="the refiner's tile_fit")
     parser.add_argument("--probe-size", type=int, default=4096)
     parser.add_argument("--only", nargs="*", default=["refiner", "probe", "detailer", "alpha"])
     parser.add_argument("--out", default=str(ROOT / "benchmark-results" / "fidelity"))

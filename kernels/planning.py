@@ -34,27 +34,67 @@ def _positive_int(name: str, value: object) -> int:
     return value
 
 
-def _axis_tiles(length: int, tile: int, overlap: int, factor: int) -> list[tuple[int, int]]:
-    """(origin, extent) of the tiles along one axis, see plan_tiles."""
-    padded = -(-length // factor) * factor
-    if padded <= tile:
-        return [(0, length)]
+TILE_FITS = ("fit", "exact")
+FIT_BAND = (0.85, 1.10)
+
+
+def _spread(padded: int, extent: int, count: int, factor: int) -> list[int]:
+    """Origins of `count` tiles of `extent` over [0, padded): round(i * (padded - extent) / (count - 1)) on the grid."""
+    free = (padded - extent) // factor
+    gaps = count - 1
+    return [((2 * i * free + gaps) // (2 * gaps)) * factor for i in range(count)] if gaps else [0]
+
+
+def _axis_exact(padded: int, tile: int, overlap: int, factor: int) -> tuple[int, int]:
+    """(count, extent): tiles of exactly `tile`, the fewest whose grid-snapped spacing is <= tile - overlap."""
     free = (padded - tile) // factor
     step = (tile - overlap) // factor
-    gaps = -(-free // step)
-    origins = [((2 * i * free + gaps) // (2 * gaps)) * factor for i in range(gaps + 1)]
-    return [(o, min(tile, length - o)) for o in origins]
+    return -(-free // step) + 1, tile
 
 
-def plan_tiles(width: int, height: int, tile: int, overlap: int, factor: int = 8) -> list[Tile]:
-    """Tiles of side `tile` overlapping by at least `overlap`, covering the canvas, row-major.
+def _longest_spacing(origins: list[int]) -> int:
+    return max((b - a for a, b in zip(origins, origins[1:])), default=0)
 
-    Per axis the latent canvas L = ceil(len/f)*f is covered by the fewest tiles whose grid-snapped spacing
-    is <= tile - overlap; origins are round(i*(L - tile)/(n - 1)) on the grid (multiples of f), so
-    spacings differ by at most f and the last tile is never thin. A canvas axis not longer than the tile
-    gets one tile of the canvas length. Tiles are clipped to the canvas: when len is not a multiple of f,
-    the last tile (or the single one) is narrower by < f pixels; its latent slice still has ceil(extent/f)
-    cells, which reaches the scaffold's last partial cell, and the caller pads the pixels.
+
+def _axis_fit(padded: int, tile: int, overlap: int, factor: int) -> tuple[int, int]:
+    """(count, extent) sampling the least length: per count, the shortest grid extent within FIT_BAND x tile whose
+    grid-snapped spacing is <= extent - overlap (an extent below the band's foot is raised to it); ties: fewer tiles."""
+    low = math.ceil(tile * FIT_BAND[0] / factor) * factor
+    high = int(tile * FIT_BAND[1]) // factor * factor
+    best: tuple[int, int] | None = None
+    count = 2
+    while best is None or count * low < best[0] * best[1]:
+        if count > padded // factor + 1:
+            break
+        extent = max(low, -(-(padded + (count - 1) * overlap) // count // factor) * factor)
+        while extent <= high and _longest_spacing(_spread(padded, extent, count, factor)) > extent - overlap:
+            extent += factor
+        if extent <= high and (best is None or count * extent < best[0] * best[1]):
+            best = (count, extent)
+        count += 1
+    return best if best is not None else _axis_exact(padded, tile, overlap, factor)
+
+
+def _axis_tiles(length: int, tile: int, overlap: int, factor: int, fit: str) -> list[tuple[int, int]]:
+    """(origin, extent) of the tiles along one axis, see plan_tiles."""
+    padded = -(-length // factor) * factor
+    single = tile if fit == "exact" else int(tile * FIT_BAND[1]) // factor * factor
+    if padded <= single:
+        return [(0, length)]
+    count, extent = (_axis_exact if fit == "exact" else _axis_fit)(padded, tile, overlap, factor)
+    return [(o, min(extent, length - o)) for o in _spread(padded, extent, count, factor)]
+
+
+def plan_tiles(width: int, height: int, tile: int, overlap: int, factor: int = 8, fit: str = "exact") -> list[Tile]:
+    """Tiles overlapping by at least `overlap`, covering the canvas, row-major; all tiles of an axis one size.
+
+    Per axis the latent canvas L = ceil(len/f)*f is covered by n tiles of one extent e, with origins
+    round(i*(L - e)/(n - 1)) on the grid (multiples of f), so spacings differ by at most f and the last tile is never
+    thin. fit "exact": e = tile, n the fewest whose spacing is <= tile - overlap (overlaps grow to fill the canvas).
+    fit "fit": per axis the (n, e) sampling the least length n * e, e on the grid within FIT_BAND x tile, spacing
+    <= e - overlap (tiles may then be rectangular). A canvas axis not longer than one tile (for "fit": the band's
+    top) gets one tile of the canvas length. Tiles are clipped to the canvas: when len is not a multiple of f, the
+    last tile (or the single one) is narrower by < f pixels; the caller pads the pixels to the grid.
     """
     for name, value in (("width", width), ("height", height), ("tile", tile), ("factor", factor)):
         _positive_int(name, value)
@@ -65,8 +105,10 @@ def plan_tiles(width: int, height: int, tile: int, overlap: int, factor: int = 8
             f"overlap must be an int in [0, tile - factor] = [0, {tile - factor}] so tiles advance by at least one "
             f"latent cell, got {overlap!r}"
         )
-    columns = _axis_tiles(width, tile, overlap, factor)
-    rows = _axis_tiles(height, tile, overlap, factor)
+    if fit not in TILE_FITS:
+        raise ValueError(f"unknown tile fit {fit!r}; expected one of {', '.join(TILE_FITS)}")
+    columns = _axis_tiles(width, tile, overlap, factor, fit)
+    rows = _axis_tiles(height, tile, overlap, factor, fit)
     return [Tile(x, y, w, h, r, c) for r, (y, h) in enumerate(rows) for c, (x, w) in enumerate(columns)]
 
 

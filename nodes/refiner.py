@@ -4,6 +4,7 @@ from __future__ import annotations
 from ..luna_types import NOISE_SCAFFOLD
 from ..pipeline.refine import RefineJob
 from ..pipeline.sampling import Sampler
+from ..kernels.planning import FIT_BAND, TILE_FITS
 from ..pipeline.tiles import TILINGS, refine_tiles
 from .common import (CATEGORY, anchoring_inputs, check_scaffold_format, max_batch_input, sampler_inputs,
                      vision_strength_input)
@@ -33,24 +34,26 @@ class LunaGlobalRefiner:
                 "positive": ("CONDITIONING", {"tooltip": "The positive prompt (CLIPTextEncode); applied to every tile."}),
                 "negative": ("CONDITIONING", {"tooltip": "The negative prompt (CLIPTextEncode)."}),
                 "vae": ("VAE", {"tooltip": "The VAE that encodes the tiles and decodes the result (the checkpoint's own)."}),
-                "tile_size": ("INT", {"default": 1024, "min": 64, "max": 4096, "step": 64, "tooltip": "Tile side in pixels: 1024 (SD1.5/SDXL native) or 1536."}),
+                "tile_size": ("INT", {"default": 1024, "min": 64, "max": 4096, "step": 64, "tooltip": "Tile side in pixels: 1024 (SD1.5/SDXL native) or 1536; with tile_fit 'fit' tiles are sized near it to fit the canvas."}),
                 "overlap": ("INT", {"default": 128, "min": 0, "max": 1024, "step": 8, "tooltip": "Least overlap of neighbouring tiles in pixels; the tiles are blended by smoothstep ramps across each whole overlap."}),
                 **sampler_inputs(denoise=0.3),
                 **vision_strength_input(),
                 **max_batch_input(),
             },
             "optional": {
+                "tile_fit": (list(TILE_FITS), {"default": "fit", "tooltip": f"fit: per axis the fewest tiles, each resized to the canvas within {FIT_BAND[0]:g}-{FIT_BAND[1]:g}x tile_size (on the latent grid, rectangular if need be), so overlaps stay near `overlap` and the least area is sampled (4096² at 1024/128: 16 tiles of 1120², 20.1 MP, instead of 25 of 1024², 26.2 MP). exact: every tile tile_size, overlaps grow to fill the canvas. Every tile still samples its exact 1:1 scaffold slice."}),
                 "tiling": (list(TILINGS), {"default": DEFAULT_TILING, "tooltip": "How the tiles agree. " + " ".join(f"{k}: {v}." for k, v in TILINGS.items()) + " parallel won the fidelity table (BENCHMARKS.md)."}),
                 **anchoring_inputs(),
             },
         }
 
     def refine(self, image, master_scaffold, model, positive, negative, vae, tile_size, overlap, steps, cfg,
-               sampler_name, scheduler, denoise, vision_strength, max_batch, tiling=DEFAULT_TILING, clip_vision=None):
+               sampler_name, scheduler, denoise, vision_strength, max_batch, tile_fit="fit", tiling=DEFAULT_TILING,
+               clip_vision=None):
         check_scaffold_format(master_scaffold, model, vae)
         sampler = Sampler(model, steps, cfg, sampler_name, scheduler, denoise, master_scaffold.seed)
         job = RefineJob(sampler, vae, positive, negative, master_scaffold.factor, max_batch, clip_vision, vision_strength)
-        return (refine_tiles(job, image, master_scaffold, tile_size, overlap, tiling),)
+        return (refine_tiles(job, image, master_scaffold, tile_size, overlap, tiling, tile_fit),)
 
 
 NODE_CLASS_MAPPINGS = {"LunaGlobalRefiner": LunaGlobalRefiner}

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from ..kernels.compositing import tile_layers
-from ..kernels.planning import chess_phases, plan_tiles
+from ..kernels.planning import Tile, chess_phases, plan_tiles
 from ..luna_types import NoiseScaffold
 from .canvas import canvas_noise, pad_to_grid
 from .fused import refine_fused
@@ -20,16 +20,22 @@ TILINGS = {
 }
 
 
+def canvas_tiles(width: int, height: int, tile_size: int, overlap: int, factor: int, fit: str) -> list[Tile]:
+    """The tiles the refiner samples on a width x height canvas: the plan of the canvas padded to the latent grid."""
+    return plan_tiles(-(-width // factor) * factor, -(-height // factor) * factor, tile_size, overlap, factor, fit)
+
+
 def refine_tiles(job: RefineJob, image: torch.Tensor, scaffold: NoiseScaffold, tile_size: int, overlap: int,
-                 tiling: str) -> torch.Tensor:
-    """`image` [B, H, W, 3] refined in tiles of `tile_size` overlapping by at least `overlap`, by `tiling` (see TILINGS)."""
+                 tiling: str, fit: str = "fit") -> torch.Tensor:
+    """`image` [B, H, W, 3] refined in tiles near `tile_size` (kernels.planning `fit`) overlapping by at least
+    `overlap`, by `tiling` (see TILINGS)."""
     if tiling not in TILINGS:
         raise ValueError(f"unknown tiling {tiling!r}; expected one of {', '.join(TILINGS)}")
     f = scaffold.factor
     height, width = image.shape[1:3]
     noise = canvas_noise(scaffold, height, width)
     canvas = pad_to_grid(image, f)
-    tiles = plan_tiles(canvas.shape[2], canvas.shape[1], tile_size, overlap, f)
+    tiles = canvas_tiles(width, height, tile_size, overlap, f, fit)
     layers = tile_layers(tiles)
     regions = [Region(b, layer.rect, layer.rect[2:], layer.weight) for b in range(image.shape[0]) for layer in layers]
     if tiling == "fused":

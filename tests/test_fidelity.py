@@ -14,25 +14,24 @@ from fixtures.fidelity import (bands, block_vae, ellipse, energy, error, exact_m
                                structured_canvas, whole_canvas_region)
 from pipeline_helpers import scaffold_for
 from luna_semantic_detailer.kernels.compositing import intersection
-from luna_semantic_detailer.kernels.planning import plan_tiles
 from luna_semantic_detailer.kernels.regions import overlap_rounds
 from luna_semantic_detailer.luna_types import Detection
 from luna_semantic_detailer.nodes.refiner import DEFAULT_TILING
 from luna_semantic_detailer.pipeline.canvas import canvas_noise
 from luna_semantic_detailer.pipeline.crops import MaskEdge, canonical, crop_regions
 from luna_semantic_detailer.pipeline.refine import refine
-from luna_semantic_detailer.pipeline.tiles import TILINGS, refine_tiles
+from luna_semantic_detailer.pipeline.tiles import TILINGS, canvas_tiles, refine_tiles
 
 WIDTH, HEIGHT, TILE, OVERLAP = 2048, 1536, 1024, 128
 CANVASES = {"flat": flat_canvas, "structured": structured_canvas}
 
 
-def runs(kind: str, canvas_name: str, tilings) -> tuple[torch.Tensor, torch.Tensor, dict]:
+def runs(kind: str, canvas_name: str, tilings, fit: str = "fit") -> tuple[torch.Tensor, torch.Tensor, dict]:
     scaffold = scaffold_for(WIDTH, HEIGHT, seed=3)
     job = job_for(exact_model(kind), block_vae(), scaffold.seed)
     canvas = CANVASES[canvas_name](HEIGHT, WIDTH)
     untiled = refine_tiles(job, canvas, scaffold, 1 << 14, OVERLAP, DEFAULT_TILING)
-    return canvas, untiled, {t: refine_tiles(job, canvas, scaffold, TILE, OVERLAP, t) for t in tilings}
+    return canvas, untiled, {t: refine_tiles(job, canvas, scaffold, TILE, OVERLAP, t, fit) for t in tilings}
 
 
 def assert_no_grid(tiled, untiled, canvas):
@@ -41,19 +40,22 @@ def assert_no_grid(tiled, untiled, canvas):
     assert 0.85 <= peak <= 1.15 and 0.85 <= dip <= 1.15, (peak, dip)
 
 
+@pytest.mark.parametrize("fit", ["fit", "exact"])
 @pytest.mark.parametrize("canvas_name", list(CANVASES))
-def test_the_default_tiling_reproduces_the_untiled_run_with_the_local_exact_model(canvas_name):
-    canvas, untiled, tiled = runs("local", canvas_name, [DEFAULT_TILING, "chess"])
+def test_the_default_tiling_reproduces_the_untiled_run_with_the_local_exact_model(canvas_name, fit):
+    canvas, untiled, tiled = runs("local", canvas_name, [DEFAULT_TILING, "chess"], fit)
     assert error(tiled[DEFAULT_TILING], untiled, canvas) <= 0.05
     assert_no_grid(tiled[DEFAULT_TILING], untiled, canvas)
-    assert error(tiled["chess"], untiled, canvas) > 0.05 and energy(tiled["chess"], untiled, canvas) > 1.05
+    assert bands(tiled["chess"], untiled, canvas)[0] > 1.3, "the chess order's twice-refined overlaps must show"
 
 
+@pytest.mark.parametrize("fit", ["fit", "exact"])
 @pytest.mark.parametrize("canvas_name", list(CANVASES))
-def test_the_default_tiling_is_the_best_strategy_with_the_tile_global_model(canvas_name):
-    canvas, untiled, tiled = runs("tile-global", canvas_name, list(TILINGS))
+def test_the_default_tiling_is_the_best_strategy_with_the_tile_global_model(canvas_name, fit):
+    canvas, untiled, tiled = runs("tile-global", canvas_name, list(TILINGS), fit)
     errors = {t: error(out, untiled, canvas) for t, out in tiled.items()}
-    assert errors[DEFAULT_TILING] == min(errors.values()), errors
+    assert errors[DEFAULT_TILING] <= 1.01 * min(errors.values()), errors
+    assert errors["chess"] > 1.1 * errors[DEFAULT_TILING], errors
     assert_no_grid(tiled[DEFAULT_TILING], untiled, canvas)
 
 
@@ -65,7 +67,7 @@ def test_the_tile_constant_probe_on_the_real_4096_plan_has_no_step_steeper_than_
     scaffold = scaffold_for(size, size, seed=3)
     job = job_for(exact_model("tile-constant"), block_vae("bilinear"), scaffold.seed, steps=2)
     out = refine_tiles(job, canvas, scaffold, TILE, OVERLAP, DEFAULT_TILING)
-    tiles = plan_tiles(size, size, TILE, OVERLAP)
+    tiles = canvas_tiles(size, size, TILE, OVERLAP, 8, "fit")
     centres = [out[0, t.y + t.height // 2, t.x + t.width // 2] for t in tiles]
     rects = [(t.x, t.y, t.width, t.height) for t in tiles]
     difference = max(float((centres[i] - centres[j]).abs().max()) for i in range(len(tiles)) for j in range(i)

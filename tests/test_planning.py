@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from luna_semantic_detailer.kernels.planning import (
-    Crop, Tile, batches, chess_phases, plan_crop, plan_tiles,
+    FIT_BAND, Crop, Tile, batches, chess_phases, plan_crop, plan_tiles,
 )
 
 FAST = settings(max_examples=100, deadline=None)
@@ -67,6 +67,69 @@ def test_tiles_cover_stay_inside_on_grid_and_spread_evenly(case):
     by_col = {t.col: (t.x, t.width) for t in tiles}
     by_row = {t.row: (t.y, t.height) for t in tiles}
     assert all((t.x, t.width) == by_col[t.col] and (t.y, t.height) == by_row[t.row] for t in tiles)
+
+
+def area(tiles: list[Tile]) -> int:
+    return sum(t.width * t.height for t in tiles)
+
+
+def band(tile: int, factor: int) -> tuple[int, int]:
+    return math.ceil(tile * FIT_BAND[0] / factor) * factor, int(tile * FIT_BAND[1]) // factor * factor
+
+
+def spread_origins(padded: int, extent: int, count: int, factor: int) -> list[int]:
+    free = (padded - extent) // factor
+    return [round(i * free / (count - 1) + 1e-9) * factor if count > 1 else 0 for i in range(count)]
+
+
+def best_axis(length: int, tile: int, overlap: int, factor: int) -> int | None:
+    """Brute force: the least n * e over every count n and grid extent e in the band whose spread keeps overlap."""
+    padded = math.ceil(length / factor) * factor
+    low, high = band(tile, factor)
+    best = None
+    for extent in range(low, high + 1, factor):
+        for count in range(2, padded // factor + 2):
+            origins = [((2 * i * ((padded - extent) // factor) + count - 1) // (2 * (count - 1))) * factor
+                       for i in range(count)]
+            if max(b - a for a, b in zip(origins, origins[1:])) <= extent - overlap and extent * count >= padded:
+                best = min(best or count * extent, count * extent)
+                break
+    return best
+
+
+@FAST
+@given(tile_case(max_per_axis=12))
+def test_fit_tiles_cover_keep_the_overlap_stay_in_the_band_and_sample_no_more_than_exact(case):
+    width, height, tile, overlap, factor = case
+    tiles = plan_tiles(width, height, tile, overlap, factor, fit="fit")
+    exact = plan_tiles(width, height, tile, overlap, factor)
+    low, high = band(tile, factor)
+    for axis, length in (("x", width), ("y", height)):
+        intervals = spans(tiles, axis)
+        starts, ends = [s for _, s, _ in intervals], [e for _, _, e in intervals]
+        assert starts[0] == 0 and ends[-1] == length and all(s % factor == 0 for s in starts)
+        assert all(e - s2 >= overlap for e, s2 in zip(ends, starts[1:]))
+        padded = math.ceil(length / factor) * factor
+        sizes = {e - s for s, e in zip(starts[:-1], ends[:-1])}
+        if padded <= high:
+            assert intervals == [(0, 0, length)]
+        elif best_axis(length, tile, overlap, factor) is not None:
+            assert len(sizes) == 1 and low <= sizes.pop() <= high
+            assert len(intervals) * (ends[0] - starts[0]) == best_axis(length, tile, overlap, factor)
+    assert area(tiles) <= area(exact) or math.ceil(max(width, height) / factor) * factor <= int(tile * FIT_BAND[1])
+
+
+@pytest.mark.parametrize("width,height,most", [(2048, 1536, 4.5e6), (4096, 4096, 21.5e6), (3840, 2160, 12 * 1152**2)])
+def test_fit_meets_issue_21s_sampled_area_targets(width, height, most):
+    """The last bound: UltimateSDUpscale's plan at 1024 / 128 padding, a 4 x 3 grid of 1152² samples."""
+    tiles = plan_tiles(width, height, 1024, 128, 8, fit="fit")
+    assert area(tiles) <= most < area(plan_tiles(width, height, 1024, 128, 8)) + (width == 3840) * 1e12
+    assert len({(t.width, t.height) for t in tiles}) == 1
+
+
+def test_unknown_fit_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown tile fit 'tight'"):
+        plan_tiles(100, 100, 64, 8, fit="tight")
 
 
 @FAST

@@ -6,9 +6,9 @@ import torch
 
 from fixtures.fidelity import block_vae, exact_model
 from pipeline_helpers import encode_prompt, models, sampler_spy, scaffold_for, smooth_canvas
-from luna_semantic_detailer.kernels.planning import chess_phases, plan_tiles
+from luna_semantic_detailer.kernels.planning import chess_phases
 from luna_semantic_detailer.nodes.refiner import DEFAULT_TILING, LunaGlobalRefiner
-from luna_semantic_detailer.pipeline.tiles import TILINGS
+from luna_semantic_detailer.pipeline.tiles import TILINGS, canvas_tiles
 
 SETTINGS = dict(steps=3, cfg=3.0, sampler_name="euler", scheduler="normal", vision_strength=0.0)
 
@@ -35,7 +35,7 @@ def test_denoise_zero_is_a_vae_round_trip_without_seams(tiling):
     reference = vae.decode(vae.encode(image)).reshape(image.shape)
     err = (out - reference).abs().mean(dim=(0, 3))
     boundary = torch.zeros(320, 320, dtype=torch.bool)
-    for t in plan_tiles(320, 320, 128, 64):
+    for t in canvas_tiles(320, 320, 128, 64, 8, "fit"):
         for edge in (t.x, t.x + t.width):
             if 0 < edge < 320:
                 boundary[:, max(0, edge - 4):edge + 4] = True
@@ -60,7 +60,7 @@ def test_max_batch_does_not_change_the_image(tiling):
 def test_each_tile_is_sampled_from_its_exact_scaffold_slice(tiling):
     image = smooth_canvas(1, 256, 192)
     scaffold = scaffold_for(192, 256)
-    tiles = plan_tiles(192, 256, 128, 32)
+    tiles = canvas_tiles(192, 256, 128, 32, 8, "fit")
     with sampler_spy() as calls:
         refine(image, scaffold, max_batch=1, tiling=tiling)
     seen = [call["noise"][0] for call in calls]
@@ -83,7 +83,7 @@ def test_the_fused_canvas_starts_from_the_scaffold_itself(monkeypatch):
 
 def test_parallel_tiles_go_in_even_batches_and_chess_in_one_call_per_phase():
     image = smooth_canvas(1, 256, 256)
-    tiles = plan_tiles(256, 256, 128, 32)
+    tiles = canvas_tiles(256, 256, 128, 32, 8, "fit")
     with sampler_spy() as chess:
         refine(image, scaffold_for(256, 256), max_batch=8, tiling="chess")
     with sampler_spy() as parallel:
