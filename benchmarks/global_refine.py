@@ -1,7 +1,13 @@
-"""LunaGlobalRefiner (parallel tiling, batched) versus stock nodes tile by tile (VAEEncode -> KSampler -> VAEDecode, batch 1).
+"""LunaGlobalRefiner (parallel tiling; tile_fit fit and exact) against an UltimateSDUpscale-style tile loop, tiny models.
 
-Run from the repository root: `.venv/bin/python benchmarks/global_refine.py [--canvas 1024] [--tile 256] [--steps 4]`.
-Each variant runs in its own process so the peak-memory figures do not mix; CPU peak is the process's max RSS.
+Run from the repository root: `.venv/bin/python benchmarks/global_refine.py [--canvas 2048x1536 3840x2160 4096x4096]
+[--tile 1024] [--overlap 128] [--steps 4]`. Each (canvas, variant) runs in its own process, one warm-up call, then one
+timed call; CPU peak is the process's max RSS.
+
+The UltimateSDUpscale-style loop follows that pack's plan at tile 1024 / padding 128 (not its code): a grid of
+ceil(W / 1024) x ceil(H / 1024) tiles, each sampled as a uniform (1024 + 128)² crop kept inside the canvas, one stock
+VAEEncode -> KSampler -> VAEDecode per tile (it samples one tile per call), tiles pasted in order over the canvas as it
+stands with an 8 px feather. Sampled area = the pixels the UNet sees per step, summed over tiles.
 """
 from __future__ import annotations
 
@@ -12,73 +18,98 @@ import sys
 
 from harness import count_sampler_calls, measure, setup
 
+VARIANTS = ("luna-fit", "luna-exact", "usdu-style")
 
-def run(variant: str, canvas: int, tile: int, overlap: int, steps: int, max_batch: int) -> dict:
+
+def usdu_plan(width: int, height: int, tile: int, padding: int) -> list[tuple[tuple[int, int, int, int], tuple[int, int, int, int]]]:
+    """(tile rect, sampled rect) per tile: the tile grid, each sampled as a (tile + padding)² crop kept inside the canvas."""
+    size = tile + padding
+    out = []
+    for row in range(-(-height // tile)):
+        for col in range(-(-width // tile)):
+            x, y = col * tile, row * tile
+            w, h = min(tile, width - x), min(tile, height - y)
+            sx = min(max(0, x - padding // 2), max(0, width - size))
+            sy = min(max(0, y - padding // 2), max(0, height - size))
+            out.append(((x, y, w, h), (sx, sy, min(size, width), min(size, height))))
+    return out
+
+
+def run(variant: str, width: int, height: int, tile: int, overlap: int, steps: int, max_batch: int) -> dict:
     setup()
     import torch
 
-    from fixtures.tiny_models import tiny_clip, tiny_model, tiny_vae
     import nodes
-
-    from luna_semantic_detailer.kernels.compositing import add_share_, share, tile_layers
+    from fixtures.tiny_models import tiny_clip, tiny_model, tiny_vae
+    from luna_semantic_detailer.kernels.masks import edge_fade
     from luna_semantic_detailer.kernels.noise import make_scaffold
-    from luna_semantic_detailer.kernels.planning import plan_tiles
     from luna_semantic_detailer.luna_types import NoiseScaffold
     from luna_semantic_detailer.nodes.refiner import LunaGlobalRefiner
+    from luna_semantic_detailer.pipeline.tiles import canvas_tiles
 
     model, vae, clip = tiny_model(), tiny_vae(), tiny_clip()
     positive = clip.encode_from_tokens_scheduled(clip.tokenize("a photo"))
     negative = clip.encode_from_tokens_scheduled(clip.tokenize(""))
-    image = torch.rand(1, canvas, canvas, 3, generator=torch.Generator().manual_seed(0))
-    scaffold = NoiseScaffold(make_scaffold(canvas, canvas, 5), canvas, canvas, 8, 5)
+    image = torch.rand(1, height, width, 3, generator=torch.Generator().manual_seed(0))
+    scaffold = NoiseScaffold(make_scaffold(width, height, 5), width, height, 8, 5)
     settings = dict(steps=steps, cfg=5.0, sampler_name="euler", scheduler="normal", denoise=0.35)
-    tiles = plan_tiles(canvas, canvas, tile, overlap)
 
-    def batched():
-        LunaGlobalRefiner().refine(image, scaffold, model, positive, negative, vae, tile, overlap,
-                                   vision_strength=0.0, max_batch=max_batch, **settings)
+    if variant.startswith("luna"):
+        fit = variant.split("-")[1]
+        sampled = sum(t.width * t.height for t in canvas_tiles(width, height, tile, overlap, 8, fit))
 
-    def sequential():
-        out = image.clone()
-        layers = tile_layers(tiles)
-        for i, layer in enumerate(layers):
-            x, y, w, h = layer.rect
-            latent = nodes.VAEEncode().encode(vae, image[:, y:y + h, x:x + w])[0]
-            latent = nodes.KSampler().sample(model, 5, settings["steps"], settings["cfg"], settings["sampler_name"],
-                                             settings["scheduler"], positive, negative, latent,
-                                             denoise=settings["denoise"])[0]
-            add_share_(out, layer.rect, nodes.VAEDecode().decode(vae, latent)[0], share(layers, i), base=image)
+        def call():
+            LunaGlobalRefiner().refine(image, scaffold, model, positive, negative, vae, tile, overlap, vision_strength=0.0,
+                                       max_batch=max_batch, tile_fit=fit, tiling="parallel", **settings)
+    else:
+        plan = usdu_plan(width, height, tile, overlap)
+        sampled = sum(s[2] * s[3] for _, s in plan)
 
-    fn = batched if variant == "batched" else sequential
+        def call():
+            out = image.clone()
+            for (x, y, w, h), (sx, sy, sw, sh) in plan:
+                latent = nodes.VAEEncode().encode(vae, out[:, sy:sy + sh, sx:sx + sw])[0]
+                latent = nodes.KSampler().sample(model, 5, steps, settings["cfg"], "euler", "normal", positive, negative,
+                                                 latent, denoise=settings["denoise"])[0]
+                refined = nodes.VAEDecode().decode(vae, latent)[0][:, y - sy:y - sy + h, x - sx:x - sx + w]
+                fade = edge_fade(h, w, 8, (x > 0, y > 0, x + w < width, y + h < height))[..., None]
+                out[:, y:y + h, x:x + w].lerp_(refined, fade)
     calls = count_sampler_calls()
-    fn()
-    calls.clear()
-    wall, peak = measure(fn)
-    return {"variant": variant, "tiles": len(tiles), "sampler_calls": len(calls), "wall_s": round(wall, 2),
+    with torch.inference_mode():
+        call()
+        calls.clear()
+        wall, peak = measure(call)
+    return {"canvas": f"{width}x{height}", "variant": variant, "max_batch": max_batch if variant.startswith("luna") else 1,
+            "sampled_mp": round(sampled / 1e6, 2), "sampler_calls": len(calls), "wall_s": round(wall, 2),
             "peak_mib": round(peak)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--canvas", type=int, default=1024)
-    parser.add_argument("--tile", type=int, default=256)
-    parser.add_argument("--overlap", type=int, default=64)
+    parser.add_argument("--canvas", nargs="+", default=["2048x1536", "3840x2160", "4096x4096"])
+    parser.add_argument("--tile", type=int, default=1024)
+    parser.add_argument("--overlap", type=int, default=128)
     parser.add_argument("--steps", type=int, default=4)
-    parser.add_argument("--max-batch", type=int, default=8)
-    parser.add_argument("--variant", choices=["batched", "sequential"])
+    parser.add_argument("--max-batch", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
+    parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.variant:
-        print(json.dumps(run(args.variant, args.canvas, args.tile, args.overlap, args.steps, args.max_batch)))
+    if args.one:
+        variant, size, max_batch = args.one.split(",")
+        width, height = (int(v) for v in size.split("x"))
+        print(json.dumps(run(variant, width, height, args.tile, args.overlap, args.steps, int(max_batch))))
         return
-    rows = []
-    for variant in ("sequential", "batched"):
-        cmd = [sys.executable, __file__, "--variant", variant] + [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k != "variant"]
-        rows.append(json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]))
-    print(f"canvas {args.canvas}², tiles {args.tile} (overlap {args.overlap}), {args.steps} steps, max_batch {args.max_batch}, tiny SD1.5-style UNet")
-    print(f"{'variant':<12}{'tiles':>7}{'sampler calls':>15}{'wall s':>9}{'peak MiB':>10}")
-    for r in rows:
-        print(f"{r['variant']:<12}{r['tiles']:>7}{r['sampler_calls']:>15}{r['wall_s']:>9}{r['peak_mib']:>10}")
-    print(f"sequential / batched wall time: {rows[0]['wall_s'] / rows[1]['wall_s']:.2f}×")
+    print("| canvas | variant | max_batch | sampled MP | sampler calls | wall s | peak RSS MiB |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for size in args.canvas:
+        for variant in args.variants:
+            for max_batch in (args.max_batch if variant.startswith("luna") else [1]):
+                cmd = [sys.executable, __file__, f"--one={variant},{size},{max_batch}", f"--tile={args.tile}",
+                       f"--overlap={args.overlap}", f"--steps={args.steps}"]
+                done = subprocess.run(cmd, check=True, capture_output=True, text=True)
+                r = json.loads(done.stdout.strip().splitlines()[-1])
+                print(f"| {r['canvas']} | {r['variant']} | {r['max_batch']} | {r['sampled_mp']} | {r['sampler_calls']} | "
+                      f"{r['wall_s']} | {r['peak_mib']} |", flush=True)
 
 
 if __name__ == "__main__":
