@@ -19,13 +19,17 @@ host:                     ## provision .venv + .comfyui (ComfyUI 0.3.75 from PyP
 	@scripts/provision-host.sh horde .comfyui .venv
 
 COMFYUI_PYTHON ?= python3
+# The folder `make` was typed in: relative paths in COMFYUI_DIR, COMFYUI_PYTHON, LSD_MODELS and ARGS are read from
+# there. The shell's $PWD survives `make -C`, CURDIR does not. (A program that starts make with another working
+# directory and a stale PWD should pass PWD=… along.)
+CALLER_DIR := $(or $(PWD),$(CURDIR))
 
 ifdef COMFYUI_DIR
 run:                      ## start an existing ComfyUI (COMFYUI_DIR, run by COMFYUI_PYTHON) with this pack linked in
-	@scripts/run-host.sh "$(COMFYUI_DIR)" "$(COMFYUI_PYTHON)" $(PORT) $(ARGS)
+	@LSD_CALLER_DIR="$(CALLER_DIR)" scripts/run-host.sh "$(COMFYUI_DIR)" "$(COMFYUI_PYTHON)" $(PORT) $(ARGS)
 else
 run: host                 ## start ComfyUI with this pack at http://127.0.0.1:$(PORT)
-	@scripts/run-host.sh .comfyui .venv/bin/python $(PORT) $(ARGS)
+	@LSD_CALLER_DIR="$(CALLER_DIR)" scripts/run-host.sh "$(CURDIR)/.comfyui" "$(CURDIR)/.venv/bin/python" $(PORT) $(ARGS)
 endif
 
 test: host                ## the whole test suite in the local host
