@@ -13,7 +13,7 @@ COMPAT_TESTS ?= tests \
                 --deselect tests/test_workflows.py::test_files_are_what_the_builder_makes_from_the_live_node_definitions
 export PYTHON
 
-.PHONY: run test test-fast host host-0.28 test-compat bench clean-host
+.PHONY: run test test-fast test-floors host host-0.28 test-compat bench clean-host
 
 host:                     ## provision .venv + .comfyui (ComfyUI 0.3.75 from PyPI) with this pack linked
 	@scripts/provision-host.sh horde .comfyui .venv
@@ -39,6 +39,9 @@ test: host                ## the whole test suite in the local host
 test-fast: host           ## the suite without tests marked slow
 	@scripts/browser.sh
 	@scripts/test.sh .comfyui .venv -m "not slow" $(ARGS)
+
+test-floors: host         ## SAM3, detection and interop tests on the oldest versions requirements.txt allows (needs PyPI)
+	@scripts/test-floors.sh .venv-floors $(ARGS)
 
 host-0.28:                ## provision .venv-0.28 + .comfyui-0.28 from $(HOST_TARBALL)
 	@scripts/provision-host.sh $(HOST_TARBALL) .comfyui-0.28 .venv-0.28 $(HOST_028_EXTRA)

@@ -26,15 +26,28 @@ shift 3
 [ -x "$PY" ] && [ -f "$PY" ] || die "no Python at $PY (set COMFYUI_PYTHON=/path/to/its/python)"
 
 missing=$("$PY" - "$ROOT/requirements.txt" <<'PY'
-import importlib.util, re, sys
+import importlib.metadata as metadata, re, sys
+try:
+    from packaging.requirements import Requirement
+except ImportError:
+    Requirement = None
+lacking = []
 for line in open(sys.argv[1]):
-    package = re.split(r"[<>=~ \[]", line.strip(), maxsplit=1)[0]
-    if package and not line.startswith("#") and importlib.util.find_spec(package) is None:
-        print(package)
+    spec = line.split("#")[0].strip()
+    if not spec:
+        continue
+    try:
+        version = metadata.version(re.split(r"[<>=~!; \[]", spec, maxsplit=1)[0])
+    except metadata.PackageNotFoundError:
+        lacking.append(spec)
+        continue
+    if Requirement is not None and not Requirement(spec).specifier.contains(version, prereleases=True):
+        lacking.append(f"{spec} (it has {version})")
+print(", ".join(lacking))
 PY
 )
 if [ -n "$missing" ]; then
-  echo "run-host: this ComfyUI's Python lacks: $(echo $missing). Nothing was installed; install them with:" >&2
+  echo "run-host: this ComfyUI's Python lacks: $missing. Nothing was installed; install them with:" >&2
   echo "  $PY -m pip install -r $ROOT/requirements.txt" >&2
   exit 1
 fi
