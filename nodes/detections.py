@@ -39,13 +39,11 @@ class LunaDetectionsFromMask:
     def convert(self, mask: torch.Tensor, label: str, image_index: int, split: str = "connected regions", min_pixels: int = 16):
         masks = (mask if mask.ndim == 3 else mask[None]).float().cpu()
         if split == "connected regions":
-            masks = torch.cat([connected_regions(m, min_pixels=min_pixels) for m in masks])
-        boxes, present = mask_boxes(masks)
-        keep = present.nonzero().flatten().tolist()
-        detections = [
-            Detection(box=tuple(boxes[i].tolist()), mask=masks[i], score=1.0, label=label.strip(), image_index=image_index)
-            for i in keep
-        ]
+            found = [(region.box, region.mask) for m in masks for region in connected_regions(m, min_pixels=min_pixels)]
+        else:
+            boxes, present = mask_boxes(masks)
+            found = [(tuple(boxes[i].tolist()), masks[i]) for i in present.nonzero().flatten().tolist()]
+        detections = [Detection(box=box, mask=m, score=1.0, label=label.strip(), image_index=image_index) for box, m in found]
         return (DetectionData(tuple(detections), image_size=(mask.shape[-1], mask.shape[-2])),)
 
 
