@@ -76,28 +76,3 @@ def connected_regions(mask: torch.Tensor, threshold: float = 0.5, min_pixels: in
         full[rows, cols] = inside & window if window.dtype == torch.bool else torch.where(inside, window, 0)
         regions.append(Region((cols.start / width, rows.start / height, cols.stop / width, rows.stop / height), full))
     return regions
-
-
-UNITS = ("normalized (0-1)", "pixels")
-
-
-def parse_boxes(text: str, units: str, width: int, height: int, default_label: str) -> list[tuple[tuple[float, ...], str]]:
-    """Typed boxes, one per line `x0, y0, x1, y1[, label]`, as normalized (box, label) pairs; ValueError names the bad line."""
-    out = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        parts = [p.strip() for p in line.split(",")]
-        if len(parts) not in (4, 5):
-            raise ValueError(f"box line {number} ({line!r}) must be `x0, y0, x1, y1` or `x0, y0, x1, y1, label`")
-        try:
-            values = [float(p) for p in parts[:4]]
-        except ValueError as exc:
-            raise ValueError(f"box line {number} ({line!r}) holds a value that is not a number") from exc
-        if units == "pixels":
-            if width <= 0 or height <= 0:
-                raise ValueError("pixel boxes need the image size: set image_width and image_height or connect the image")
-            values = [values[0] / width, values[1] / height, values[2] / width, values[3] / height]
-        out.append((tuple(values), parts[4] if len(parts) == 5 else default_label))
-    return out

@@ -8,7 +8,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from luna_semantic_detailer.kernels.detections import connected_regions, parse_boxes
+from luna_semantic_detailer.kernels.detections import connected_regions
+from luna_semantic_detailer.kernels.interop.typed_boxes import parse_boxes
 from luna_semantic_detailer.luna_types import Detection, DetectionData
 from luna_semantic_detailer.nodes.detections import LunaDetectionsFromBoxes, LunaDetectionsFromMask
 
