@@ -190,23 +190,19 @@ def test_relative_paths_are_read_from_the_folder_make_was_typed_in(tmp_path):
     assert f"base_path: {caller / 'models'}" in config.read_text()
 
 
-def test_a_dangling_pack_link_is_replaced_with_a_message(tmp_path):
+@pytest.mark.parametrize("target, exists, message", [
+    ("moved-away", False, "pointed to {target}, which is gone"),  # the checkout was moved: a dangling link
+    ("other-checkout", True, "pointed to another checkout ({target})"),
+])
+def test_a_stale_pack_link_is_replaced_with_a_message(tmp_path, target, exists, message):
     host = stand_in(tmp_path)
-    (host / LINK).symlink_to(tmp_path / "moved-away")
+    if exists:
+        (tmp_path / target).mkdir()
+    (host / LINK).symlink_to(tmp_path / target)
     printed, stderr = make_run_on(host, tmp_path)
     assert printed is not None, stderr
     assert os.path.realpath(host / LINK) == os.path.realpath(ROOT)
-    assert f"pointed to {tmp_path / 'moved-away'}, which is gone" in stderr
-
-
-def test_a_link_to_another_checkout_is_replaced_with_a_message(tmp_path):
-    host = stand_in(tmp_path)
-    (tmp_path / "other-checkout").mkdir()
-    (host / LINK).symlink_to(tmp_path / "other-checkout")
-    printed, stderr = make_run_on(host, tmp_path)
-    assert printed is not None, stderr
-    assert os.path.realpath(host / LINK) == os.path.realpath(ROOT)
-    assert f"pointed to another checkout ({tmp_path / 'other-checkout'})" in stderr
+    assert message.format(target=tmp_path / target) in stderr
 
 
 def test_a_link_to_this_checkout_is_kept_without_a_word(tmp_path):
