@@ -9,16 +9,21 @@ from ..luna_types import DETECTION_DATA, Detection, DetectionData
 from .common import CATEGORY, image_index_input
 
 
-class LunaDetectionsFromMask:
-    DESCRIPTION = (
-        "Turns masks (e.g. painted in the mask editor) into Luna detections: every connected region of every mask "
-        "becomes one detection of the given image, with its bounding box (or one detection per mask). No SAM3 needed."
-    )
+class DetectionSource:
+    """What every node that makes Luna detections declares: its category, its one output and its function."""
+
     CATEGORY = f"{CATEGORY}/Detection"
     RETURN_TYPES = (DETECTION_DATA,)
     RETURN_NAMES = ("detection_data",)
     OUTPUT_TOOLTIPS = ("Normalized detections, usable on any canvas size with the same aspect ratio.",)
     FUNCTION = "convert"
+
+
+class LunaDetectionsFromMask(DetectionSource):
+    DESCRIPTION = (
+        "Turns masks (e.g. painted in the mask editor) into Luna detections: every connected region of every mask "
+        "becomes one detection of the given image, with its bounding box (or one detection per mask). No SAM3 needed."
+    )
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -43,13 +48,8 @@ class LunaDetectionsFromMask:
         return (DetectionData(tuple(detections), image_size=(mask.shape[-1], mask.shape[-2])),)
 
 
-class LunaDetectionsFromBoxes:
+class LunaDetectionsFromBoxes(DetectionSource):
     DESCRIPTION = "Typed-in boxes as Luna detections (box-shaped masks), one per line: `x0, y0, x1, y1[, label]`. No SAM3 needed."
-    CATEGORY = f"{CATEGORY}/Detection"
-    RETURN_TYPES = (DETECTION_DATA,)
-    RETURN_NAMES = ("detection_data",)
-    OUTPUT_TOOLTIPS = ("Normalized detections, usable on any canvas size with the same aspect ratio.",)
-    FUNCTION = "convert"
 
     @classmethod
     def INPUT_TYPES(cls):

@@ -8,22 +8,19 @@ from ..kernels.interop.segs import detections_to_segs, segs_to_detections
 from ..luna_types import DETECTION_DATA
 from .common import CATEGORY, image_index_input
 from .compat import linked_input
+from .detections import DetectionSource
 
 SEGS = "SEGS"
 BOUNDING_BOX = "BOUNDING_BOX"
 
 
-class LunaDetectionsFromSEGS:
+class LunaDetectionsFromSEGS(DetectionSource):
     DESCRIPTION = (
         "Turns Impact-Pack SEGS (from its BBOX/SEGM/SAM detectors) into Luna detections: each SEG's cropped mask is "
         "put back at its crop region on a full-size mask, its bbox becomes the normalized box, and its confidence and "
         "label are kept. An empty SEGS gives empty detections. Impact-Pack is not required."
     )
-    CATEGORY = f"{CATEGORY}/Detection"
-    RETURN_TYPES = (DETECTION_DATA,)
-    RETURN_NAMES = ("detection_data",)
     OUTPUT_TOOLTIPS = ("Normalized detections of the SEGS' image, usable on any canvas size with the same aspect ratio.",)
-    FUNCTION = "convert"
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -67,16 +64,11 @@ class LunaDetectionsToSEGS:
         return (detections_to_segs(detection_data, image_index=image_index, crop_factor=crop_factor, image=image),)
 
 
-class LunaDetectionsFromBBoxes:
+class LunaDetectionsFromBBoxes(DetectionSource):
     DESCRIPTION = (
         "Turns a core BOUNDING_BOX list (e.g. from SAM3 Detect: per image a list of {x, y, width, height, score} in "
         "pixels) into Luna detections, with optional masks: one per box (same order) or a union mask cut by each box."
     )
-    CATEGORY = f"{CATEGORY}/Detection"
-    RETURN_TYPES = (DETECTION_DATA,)
-    RETURN_NAMES = ("detection_data",)
-    OUTPUT_TOOLTIPS = ("Normalized detections, usable on any canvas size with the same aspect ratio.",)
-    FUNCTION = "convert"
 
     @classmethod
     def INPUT_TYPES(cls):
