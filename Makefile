@@ -13,19 +13,23 @@ COMPAT_TESTS ?= tests \
                 --deselect tests/test_workflows.py::test_files_are_what_the_builder_makes_from_the_live_node_definitions
 export PYTHON
 
-.PHONY: run test test-fast host host-0.28 test-compat bench clean-host
+.PHONY: run test test-fast test-floors host host-0.28 test-compat bench clean-host
 
 host:                     ## provision .venv + .comfyui (ComfyUI 0.3.75 from PyPI) with this pack linked
 	@scripts/provision-host.sh horde .comfyui .venv
 
 COMFYUI_PYTHON ?= python3
+# The folder `make` was typed in: relative paths in COMFYUI_DIR, COMFYUI_PYTHON, LSD_MODELS and ARGS are read from
+# there. The shell's $PWD survives `make -C`, CURDIR does not. (A program that starts make with another working
+# directory and a stale PWD should pass PWD=… along.)
+CALLER_DIR := $(or $(PWD),$(CURDIR))
 
 ifdef COMFYUI_DIR
 run:                      ## start an existing ComfyUI (COMFYUI_DIR, run by COMFYUI_PYTHON) with this pack linked in
-	@scripts/run-host.sh "$(COMFYUI_DIR)" "$(COMFYUI_PYTHON)" $(PORT) $(ARGS)
+	@LSD_CALLER_DIR="$(CALLER_DIR)" scripts/run-host.sh "$(COMFYUI_DIR)" "$(COMFYUI_PYTHON)" $(PORT) $(ARGS)
 else
 run: host                 ## start ComfyUI with this pack at http://127.0.0.1:$(PORT)
-	@scripts/run-host.sh .comfyui .venv/bin/python $(PORT) $(ARGS)
+	@LSD_CALLER_DIR="$(CALLER_DIR)" scripts/run-host.sh "$(CURDIR)/.comfyui" "$(CURDIR)/.venv/bin/python" $(PORT) $(ARGS)
 endif
 
 test: host                ## the whole test suite in the local host
@@ -35,6 +39,9 @@ test: host                ## the whole test suite in the local host
 test-fast: host           ## the suite without tests marked slow
 	@scripts/browser.sh
 	@scripts/test.sh .comfyui .venv -m "not slow" $(ARGS)
+
+test-floors: host         ## SAM3, detection and interop tests on the oldest versions requirements.txt allows (needs PyPI)
+	@scripts/test-floors.sh .venv-floors $(ARGS)
 
 host-0.28:                ## provision .venv-0.28 + .comfyui-0.28 from $(HOST_TARBALL)
 	@scripts/provision-host.sh $(HOST_TARBALL) .comfyui-0.28 .venv-0.28 $(HOST_028_EXTRA)

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import base64
 import json
-import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
+
+from .kernels import validation
 
 NOISE_SCAFFOLD = "LUNA_NOISE_SCAFFOLD"
 DETECTION_DATA = "LUNA_DETECTION_DATA"
@@ -39,14 +40,7 @@ BOX_TOLERANCE = 1e-6
 
 def checked_box(box) -> tuple[float, float, float, float]:
     """A normalized box (x0, y0, x1, y1) with 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1, else ValueError saying what is wrong."""
-    try:
-        values = tuple(float(v) for v in box)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"a detection box must be 4 numbers (x0, y0, x1, y1) in 0..1, got {box!r}") from exc
-    if len(values) != 4:
-        raise ValueError(f"a detection box must be 4 numbers (x0, y0, x1, y1) in 0..1, got {len(values)}: {box!r}")
-    if not all(math.isfinite(v) for v in values):
-        raise ValueError(f"a detection box holds NaN or infinity: {box!r}")
+    values = validation.finite_numbers("a detection box", box, 4, "4 numbers (x0, y0, x1, y1) in 0..1")
     if min(values) < -BOX_TOLERANCE or max(values) > 1 + BOX_TOLERANCE:
         raise ValueError(f"a detection box must be normalized to 0..1 of the image, got {box!r} (pixel boxes: divide by the image size)")
     x0, y0, x1, y1 = (min(1.0, max(0.0, v)) for v in values)
@@ -57,7 +51,10 @@ def checked_box(box) -> tuple[float, float, float, float]:
 
 @dataclass(frozen=True)
 class Detection:
-    """One object: `box` is (x0, y0, x1, y1) in 0..1 of the image; `mask` is [h, w] in 0..1 over the whole image."""
+    """One object: `box` is (x0, y0, x1, y1) in 0..1 of the image; `mask` is [h, w] in 0..1 over the whole image.
+
+    A mask is bool or floating point (importers store bool or float16 where they can: kernels.detections.compact_mask);
+    read it with `.float()`."""
 
     box: tuple[float, float, float, float]
     mask: torch.Tensor | None
@@ -70,8 +67,10 @@ class Detection:
         if self.mask is not None and (not isinstance(self.mask, torch.Tensor) or self.mask.ndim != 2):
             raise ValueError(f"a detection mask must be a 2-D tensor [h, w] over the whole image, got {type(self.mask).__name__} "
                              f"{tuple(getattr(self.mask, 'shape', ()))}")
-        if not math.isfinite(float(self.score)):
-            raise ValueError(f"a detection score must be a finite number, got {self.score!r}")
+        if self.mask is not None and not (self.mask.dtype == torch.bool or self.mask.is_floating_point()):
+            raise ValueError(f"a detection mask must be bool or floating point in 0..1, got {self.mask.dtype} "
+                             f"(divide a 0..255 uint8 mask by 255)")
+        validation.finite_number("a detection score", self.score)
         if int(self.image_index) < 0:
             raise ValueError(f"a detection's image_index must be >= 0, got {self.image_index}")
 

@@ -13,7 +13,8 @@ import torch
 import comfy.model_management as mm
 import comfy.model_patcher
 
-from . import checkpoints
+from ..kernels import validation
+from . import checkpoints, models_folder
 from .inference import detect
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
@@ -173,17 +174,13 @@ class Sam3Handle:
 
 def resolve_device(device: str) -> torch.device:
     """'auto' → ComfyUI's torch device; 'cpu' → the CPU."""
-    if device == "auto":
-        return torch.device(mm.get_torch_device())
-    if device == "cpu":
-        return torch.device("cpu")
-    raise ValueError(f"unknown SAM3 device {device!r}; choose one of {', '.join(DEVICES)}.")
+    validation.one_of("SAM3 device", device, DEVICES)
+    return torch.device(mm.get_torch_device()) if device == "auto" else torch.device("cpu")
 
 
 def resolve_dtype(precision: str, device: torch.device) -> str:
     """The dtype name for `precision` on `device`: auto → bf16 (else fp16) on CUDA, fp32 elsewhere."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown SAM3 precision {precision!r}; choose one of {', '.join(PRECISIONS)}.")
+    validation.one_of("SAM3 precision", precision, PRECISIONS)
     if precision != "auto":
         if device.type == "cpu" and precision == "fp16":
             raise ValueError("fp16 SAM3 is not supported on the CPU; choose fp32 or bf16 there.")
@@ -213,7 +210,7 @@ class LunaSAM3Daemon:
 
     def acquire(self, checkpoint: str, device: str = "auto", precision: str = "auto") -> Sam3Handle:
         """A handle to the slot of (checkpoint, device, precision); nothing is read from disk until the first detection."""
-        path = os.path.realpath(checkpoints.resolve(checkpoint))
+        path = os.path.realpath(models_folder.resolve(checkpoint))
         torch_device = resolve_device(device)
         key = Sam3Key(path, str(torch_device), resolve_dtype(precision, torch_device))
         with self._lock:

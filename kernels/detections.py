@@ -1,8 +1,12 @@
-"""Normalized detections from pixel masks: bounding boxes and resolution-free masks."""
+"""Normalized detections from pixel masks: bounding boxes, connected regions, and whole-image masks stored small."""
 from __future__ import annotations
 
+from typing import NamedTuple
+
+import numpy as np
 import torch
 
+from . import validation
 
 def mask_boxes(masks: torch.Tensor, threshold: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
     """Normalized boxes [N, 4] (x0, y0, x1, y1) of masks [N, H, W] above threshold, and which masks are non-empty [N]."""
@@ -22,40 +26,53 @@ def mask_boxes(masks: torch.Tensor, threshold: float = 0.5) -> tuple[torch.Tenso
     return torch.where(present[:, None], boxes, torch.zeros_like(boxes)), present
 
 
-def connected_regions(mask: torch.Tensor, threshold: float = 0.5, min_pixels: int = 1) -> torch.Tensor:
-    """The 8-connected regions of one mask [H, W] above threshold, each as its own mask [K, H, W], ordered top-left first."""
-    import numpy as np
+def compact_dtype(mask: torch.Tensor) -> torch.dtype:
+    """How a mask in 0..1 is stored small: bool when it holds only 0 and 1 (exact), else float16 (to within 2.5e-4)."""
+    if mask.dtype == torch.bool or bool(((mask == 0) | (mask == 1)).all()):
+        return torch.bool
+    return torch.float16
+
+
+def compact_mask(mask: torch.Tensor) -> torch.Tensor:
+    """`mask` (values in 0..1) in its compact_dtype: a quarter or half of a float32 mask; read it with `.float()`."""
+    return mask.to(compact_dtype(mask))
+
+
+class Region(NamedTuple):
+    """One connected region of a mask: its normalized box (x0, y0, x1, y1) and its whole-image mask."""
+
+    box: tuple[float, float, float, float]
+    mask: torch.Tensor
+
+
+def connected_regions(mask: torch.Tensor, threshold: float = 0.5, min_pixels: int = 1) -> list[Region]:
+    """The 8-connected regions above threshold of one mask [H, W] that have at least `min_pixels` pixels, top-left
+    first, each with its box and a whole-image mask (the mask's values on the region, 0 elsewhere; compact_mask).
+
+    Regions are labelled once and counted (bincount) before any mask is built, and a mask is built only for a region
+    that is kept: memory grows with the regions kept, not with the specks dropped.
+    """
     from scipy import ndimage
 
+    if mask.ndim != 2:
+        raise ValueError(f"mask has shape {tuple(mask.shape)}; expected one mask [H, W]")
+    validation.positive_int("min_pixels", min_pixels)
     on = (mask > threshold).cpu().numpy()
     labels, count = ndimage.label(on, structure=np.ones((3, 3), dtype=bool))
     if count == 0:
-        return torch.zeros(0, *mask.shape, dtype=mask.dtype, device=mask.device)
-    regions = torch.from_numpy(labels).to(mask.device)[None] == torch.arange(1, count + 1, device=mask.device)[:, None, None]
-    regions = regions[regions.flatten(1).sum(1) >= min_pixels]
-    return (regions * mask[None]).to(mask.dtype)
-
-
-UNITS = ("normalized (0-1)", "pixels")
-
-
-def parse_boxes(text: str, units: str, width: int, height: int, default_label: str) -> list[tuple[tuple[float, ...], str]]:
-    """Typed boxes, one per line `x0, y0, x1, y1[, label]`, as normalized (box, label) pairs; ValueError names the bad line."""
-    out = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        parts = [p.strip() for p in line.split(",")]
-        if len(parts) not in (4, 5):
-            raise ValueError(f"box line {number} ({line!r}) must be `x0, y0, x1, y1` or `x0, y0, x1, y1, label`")
-        try:
-            values = [float(p) for p in parts[:4]]
-        except ValueError as exc:
-            raise ValueError(f"box line {number} ({line!r}) holds a value that is not a number") from exc
-        if units == "pixels":
-            if width <= 0 or height <= 0:
-                raise ValueError("pixel boxes need the image size: set image_width and image_height or connect the image")
-            values = [values[0] / width, values[1] / height, values[2] / width, values[3] / height]
-        out.append((tuple(values), parts[4] if len(parts) == 5 else default_label))
-    return out
+        return []
+    kept = np.flatnonzero(np.bincount(labels.ravel(), minlength=count + 1)[1:] >= min_pixels) + 1
+    if kept.size == 0:
+        return []
+    values = compact_mask(mask)
+    windows = ndimage.find_objects(labels)
+    height, width = on.shape
+    regions = []
+    for k in kept.tolist():
+        rows, cols = windows[k - 1]
+        inside = torch.from_numpy(labels[rows, cols] == k).to(mask.device)
+        full = torch.zeros(mask.shape, dtype=values.dtype, device=mask.device)
+        window = values[rows, cols]
+        full[rows, cols] = inside & window if window.dtype == torch.bool else torch.where(inside, window, 0)
+        regions.append(Region((cols.start / width, rows.start / height, cols.stop / width, rows.stop / height), full))
+    return regions

@@ -8,14 +8,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..daemon import checkpoints
+from ..daemon import models_folder
 from ..daemon.host import DEVICES, PRECISIONS, daemon
 from ..daemon.inference import fit_resolution, parse_prompts, resize_images
 from ..luna_types import DETECTION_DATA, SAM3_MODEL, DetectionData
 from .common import CATEGORY
 
 SAM3_CATEGORY = f"{CATEGORY}/SAM3"
-checkpoints.register_folder()
+models_folder.register_folder()
 
 
 class LunaSAM3Loader:
@@ -32,7 +32,7 @@ class LunaSAM3Loader:
 
     @classmethod
     def INPUT_TYPES(cls):
-        names = checkpoints.list_checkpoints() or [checkpoints.PLACEHOLDER]
+        names = models_folder.list_checkpoints() or [models_folder.PLACEHOLDER]
         return {
             "required": {
                 "checkpoint": (names, {"tooltip": "A file in models/sam3: facebook/sam3 model.safetensors or Meta's sam3.pt, as downloaded."}),

@@ -34,6 +34,7 @@ class ComfyServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = self.workdir / "server.log"
         self.process: subprocess.Popen | None = None
+        self.cwd = self.comfyui
         self._extra_custom_nodes = extra_custom_nodes
         self._models = models
 
@@ -52,24 +53,30 @@ class ComfyServer:
         config.write_text("\n".join(lines) + "\n")
         return config
 
-    def start(self, timeout: float = 300.0) -> "ComfyServer":
+    def command(self) -> list[str]:
+        """`python main.py` with private folders, a loopback port and the paths config."""
         dirs = {name: self.workdir / name for name in ("input", "output", "temp", "user")}
         for d in dirs.values():
             d.mkdir(parents=True, exist_ok=True)
-        cmd = [
+        return [
             sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
             "--disable-auto-launch", "--database-url", "sqlite:///:memory:",
             "--extra-model-paths-config", str(self._paths_config()),
             "--input-directory", str(dirs["input"]), "--output-directory", str(dirs["output"]),
             "--temp-directory", str(dirs["temp"]), "--user-directory", str(dirs["user"]),
         ]
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+
+    def start(self, timeout: float = 300.0) -> "ComfyServer":
+        """Launch `command()` in `cwd` as the leader of its own process group (as a terminal runs it)."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        cmd = self.command()
         self._log = open(self.log_path, "w")
-        self.process = subprocess.Popen(cmd, cwd=self.comfyui, stdout=self._log, stderr=subprocess.STDOUT, env=env)
+        self.process = subprocess.Popen(cmd, cwd=self.cwd, stdout=self._log, stderr=subprocess.STDOUT,
+                                        env=self.environment(), start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"ComfyUI exited with {self.process.returncode} while starting:\n{self.log[-4000:]}")
+                raise RuntimeError(f"{cmd[0]} exited with {self.process.returncode} while starting:\n{self.log[-4000:]}")
             try:
                 self.get("/system_stats", timeout=2)
                 return self
@@ -77,6 +84,9 @@ class ComfyServer:
                 time.sleep(0.5)
         self.stop()
         raise TimeoutError(f"ComfyUI did not answer within {timeout:.0f} s:\n{self.log[-4000:]}")
+
+    def environment(self) -> dict[str, str]:
+        return dict(os.environ, PYTHONUNBUFFERED="1")
 
     @property
     def log(self) -> str:
@@ -124,12 +134,17 @@ class ComfyServer:
         return self.wait(self.queue(prompt), timeout)
 
     def stop(self, timeout: float = 60.0) -> int | None:
-        """SIGINT, as Ctrl-C would, then SIGTERM, then SIGKILL, `timeout` seconds apart. Returns the exit code."""
+        """SIGINT to the process group, as Ctrl-C would, then SIGTERM, then SIGKILL, `timeout` seconds apart.
+
+        Returns the exit code of the process this server started."""
         if self.process is None or self.process.poll() is not None:
             return None if self.process is None else self.process.returncode
         try:
             for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
-                self.process.send_signal(sig)
+                try:
+                    os.killpg(self.process.pid, sig)
+                except ProcessLookupError:
+                    pass
                 try:
                     return self.process.wait(timeout)
                 except subprocess.TimeoutExpired:
@@ -137,3 +152,20 @@ class ComfyServer:
             return self.process.wait()
         finally:
             self._log.close()
+
+
+def final_exceptions(log: str) -> list[str]:
+    """The exception line that ends each traceback in `log`; a chain ("During handling of the above exception...")
+    counts once, by its last exception."""
+    finals: list[str] = []
+    inside = False
+    for line in log.splitlines():
+        if line.startswith("Traceback (most recent call last):"):
+            inside = True
+        elif line.startswith(("During handling of the above exception", "The above exception was the direct cause")):
+            if finals:
+                finals.pop()
+        elif inside and line.strip() and not line[0].isspace():
+            finals.append(line.strip())
+            inside = False
+    return finals

@@ -129,3 +129,23 @@ def test_core_boxes_drive_the_detailer(core_bbox_host):
     image = outputs["result"]["images"][0]
     png = core_bbox_host.get("/view?" + urllib.parse.urlencode({k: image[k] for k in ("filename", "subfolder", "type")}))
     assert Image.open(io.BytesIO(png)).size == (W, H)
+
+
+def test_a_core_box_that_does_not_fit_the_image_is_an_error_naming_the_size_the_box_and_the_fix(core_bbox_host):
+    """A 4K PrimitiveBoundingBox into LunaDetectionsFromBBoxes left at its default 1024x1024: the prompt fails with the
+    image size, the box and what to do, instead of turning it into a box clipped to the corner."""
+    from comfy_server import PromptFailed
+
+    defaults = core_bbox_host.get("/object_info/LunaDetectionsFromBBoxes")["LunaDetectionsFromBBoxes"]["input"]["required"]
+    prompt = {
+        "box": {"class_type": "PrimitiveBoundingBox", "inputs": {"x": 800, "y": 600, "width": 900, "height": 700}},
+        "luna": {"class_type": "LunaDetectionsFromBBoxes", "inputs": {
+            "bboxes": ["box", 0], "image_width": defaults["image_width"][1]["default"],
+            "image_height": defaults["image_height"][1]["default"], "mask_mode": "auto", "label": "object"}},
+        "probe": {"class_type": "LSDTestDetectionsProbe", "inputs": {"detection_data": ["luna", 0]}},
+    }
+    with pytest.raises(PromptFailed) as info:
+        core_bbox_host.run(prompt, timeout=120)
+    text = str(info.value)
+    assert "1024x1024" in text and "x 800..1700, y 600..1300" in text and "by 676 px" in text
+    assert "Connect the image the boxes were made on" in text and "image_width and image_height" in text

@@ -8,7 +8,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from luna_semantic_detailer.kernels.detections import connected_regions, parse_boxes
+from luna_semantic_detailer.kernels.detections import connected_regions
+from luna_semantic_detailer.kernels.interop.typed_boxes import parse_boxes
 from luna_semantic_detailer.luna_types import Detection, DetectionData
 from luna_semantic_detailer.nodes.detections import LunaDetectionsFromBoxes, LunaDetectionsFromMask
 
@@ -101,13 +102,22 @@ def _flood_fill_count(grid: list[list[bool]]) -> list[set]:
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.integers(3, 14), st.integers(3, 14), st.integers(0, 2**31 - 1), st.floats(0.2, 0.7))
-def test_connected_regions_match_a_flood_fill(h, w, seed, density):
-    mask = (torch.rand(h, w, generator=torch.Generator().manual_seed(seed)) < density).float()
-    regions = connected_regions(mask)
-    expected = _flood_fill_count([[bool(v) for v in row] for row in mask.tolist()])
-    got = [{(int(y), int(x)) for y, x in r.nonzero().tolist()} for r in regions]
-    assert sorted(map(sorted, got)) == sorted(map(sorted, expected))
+@given(st.integers(3, 14), st.integers(3, 14), st.integers(0, 2**31 - 1), st.floats(0.2, 0.7), st.integers(1, 4),
+       st.booleans())
+def test_connected_regions_match_a_flood_fill(h, w, seed, density, min_pixels, soft):
+    g = torch.Generator().manual_seed(seed)
+    on = torch.rand(h, w, generator=g) < density
+    mask = on * (0.51 + 0.49 * torch.rand(h, w, generator=g)) if soft else on.float()
+    regions = connected_regions(mask, min_pixels=min_pixels)
+    expected = [r for r in _flood_fill_count(on.tolist()) if len(r) >= min_pixels]  # found in raster order
+    assert [sorted(map(tuple, r.mask.nonzero().tolist())) for r in regions] == [sorted(r) for r in expected]
+    for region, pixels in zip(regions, expected):
+        ys, xs = [y for y, _ in pixels], [x for _, x in pixels]
+        assert region.box == (min(xs) / w, min(ys) / h, (max(xs) + 1) / w, (max(ys) + 1) / h)
+        inside = torch.zeros(h, w, dtype=torch.bool)
+        inside[tuple(zip(*pixels))] = True
+        assert region.mask.dtype == (torch.float16 if soft else torch.bool)
+        assert torch.equal(region.mask.float(), torch.where(inside, mask.half().float(), 0.0))
 
 
 def test_detections_from_mask_split_blobs_and_skip_specks():
@@ -135,3 +145,54 @@ def test_typed_boxes_normalized_and_pixels():
     with pytest.raises(ValueError, match="normalized"):
         LunaDetectionsFromBoxes().convert("10, 10, 30, 30", "normalized (0-1)", "x", 0, 0, 0)
     assert not math.isnan(data.detections[0].score)
+
+
+SPECKLED = """
+import json, resource, sys, types
+import numpy as np
+import torch
+from scipy import ndimage  # noqa: F401  (imported before the baseline is taken)
+
+package = types.ModuleType("luna_semantic_detailer")
+package.__path__ = [sys.argv[1]]
+sys.modules["luna_semantic_detailer"] = package
+from luna_semantic_detailer.kernels.detections import connected_regions
+
+torch.set_num_threads(1)
+size, cell = 4096, 40
+on = np.zeros((size, size), dtype=np.float32)
+blobs = []
+for index in range((size // cell) ** 2):
+    y, x = divmod(index, size // cell)
+    y, x = y * cell + 5, x * cell + 5
+    if index % 1300 == 0:
+        on[y:y + 6, x:x + 6] = 1.0
+        blobs.append([x / size, y / size, (x + 6) / size, (y + 6) / size])
+    else:
+        on[y, x:x + 1 + index % 15] = 1.0
+mask = torch.from_numpy(on)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+regions = connected_regions(mask, min_pixels=16)
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"specks": (size // cell) ** 2 - len(blobs), "blobs": blobs, "boxes": [list(r.box) for r in regions],
+                  "sums": [int(r.mask.sum()) for r in regions], "dtypes": sorted({str(r.mask.dtype) for r in regions}),
+                  "mask_bytes": sum(r.mask.nbytes for r in regions), "peak_growth": (after - before) * 1024}))
+"""
+
+
+def test_connected_regions_of_a_speckled_4k_mask_stay_well_under_a_gigabyte():
+    """10,000 specks below min_pixels and nine 6x6 blobs on a 4096² mask: only the blobs get masks (one byte a pixel),
+    and the call's peak memory (resident growth, in a fresh process) stays small; one mask per speck would be 170 GB."""
+    import json
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    out = subprocess.run([sys.executable, "-c", SPECKLED, str(ROOT)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout)
+    assert result["specks"] >= 10_000 and len(result["blobs"]) == 9
+    assert result["boxes"] == result["blobs"] and result["sums"] == [36] * 9 and result["dtypes"] == ["torch.bool"]
+    assert result["mask_bytes"] == 9 * 4096 * 4096
+    assert result["peak_growth"] + result["mask_bytes"] < 2**30 / 2, result

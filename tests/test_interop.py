@@ -11,12 +11,12 @@ import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from luna_semantic_detailer.kernels.detection_filter import ORDERS, filter_detections
-from luna_semantic_detailer.kernels.interop import SEG, make_crop_region
+from luna_semantic_detailer.kernels.interop.filter import ORDERS, filter_detections
+from luna_semantic_detailer.kernels.interop.segs import SEG, make_crop_region
 from luna_semantic_detailer.luna_types import Detection, DetectionData
-from luna_semantic_detailer.nodes.detections import (
-    NODE_CLASS_MAPPINGS,
-    NODE_DISPLAY_NAME_MAPPINGS,
+from luna_semantic_detailer.nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+from luna_semantic_detailer.nodes.detections import LunaDetectionsFromBoxes
+from luna_semantic_detailer.nodes.interop import (
     LunaDetectionFilter,
     LunaDetectionsFromBBoxes,
     LunaDetectionsFromSEGS,
@@ -37,6 +37,7 @@ def to_segs(*args, **kwargs):
 
 
 from_bboxes = LunaDetectionsFromBBoxes().convert
+from_typed = LunaDetectionsFromBoxes().convert
 detection_filter = LunaDetectionFilter().filter
 
 
@@ -64,6 +65,11 @@ def impact_seg(canvas: np.ndarray, bbox, crop_region, confidence, label, *, nump
         tx1, ty1, tx2, ty2 = max(x1, 0), max(y1, 0), min(x2, w), min(y2, h)
         cropped[ty1 - y1 : ty2 - y1, tx1 - x1 : tx2 - x1] = canvas[ty1:ty2, tx1:tx2]
     return ImpactSEG(None, cropped, confidence, list(crop_region), np.array(bbox, dtype=np.float32), label, None)
+
+
+def stored(canvas: np.ndarray) -> np.ndarray:
+    """A soft mask as an import keeps it: rounded to float16 (compact_mask), read back as float32."""
+    return canvas.astype(np.float16).astype(np.float32)
 
 
 def canvas_of(seg, h: int, w: int) -> np.ndarray:
@@ -109,8 +115,8 @@ def test_segs_round_trip_keeps_boxes_and_masks(h, w):
     assert data.image_size == (w, h) and len(data) == 3
     for det, box, canvas in zip(data.detections, boxes, canvases):
         assert det.box == pytest.approx((box[0] / w, box[1] / h, box[2] / w, box[3] / h), abs=1e-7)
-        assert det.mask.shape == (h, w) and det.mask.dtype == torch.float32
-        np.testing.assert_array_equal(det.mask.numpy(), canvas)
+        assert det.mask.shape == (h, w) and det.mask.dtype == torch.float16
+        np.testing.assert_array_equal(det.mask.float().numpy(), stored(canvas))
     assert [d.label for d in data.detections] == ["face", "hand", ""]
     assert [d.score for d in data.detections] == pytest.approx([0.91, 0.42, 0.77], abs=1e-6)
 
@@ -123,7 +129,7 @@ def test_segs_round_trip_keeps_boxes_and_masks(h, w):
         x1, y1, x2, y2 = seg.crop_region
         assert seg.cropped_mask.shape == (y2 - y1, x2 - x1)
         assert x1 <= seg.bbox[0] and y1 <= seg.bbox[1] and seg.bbox[2] <= x2 and seg.bbox[3] <= y2
-        np.testing.assert_array_equal(canvas_of(seg, h, w), canvas)
+        np.testing.assert_array_equal(canvas_of(seg, h, w), stored(canvas))
         assert float(seg.confidence) == pytest.approx(det.score)
         assert seg.cropped_image is None and seg.control_net_wrapper is None
 
@@ -141,7 +147,7 @@ def test_segs_round_trip_keeps_the_original_crop_when_the_factor_matches():
     _, items = to_segs(data, crop_factor=2.0)
     for original, seg in zip(segs[1][:2], items[:2]):
         assert list(seg.crop_region) == list(original.crop_region)
-        np.testing.assert_array_equal(seg.cropped_mask, original.cropped_mask)
+        np.testing.assert_array_equal(seg.cropped_mask, stored(original.cropped_mask))
 
 
 def test_numpy_sliced_crop_at_the_canvas_edge_is_accepted():
@@ -152,7 +158,7 @@ def test_numpy_sliced_crop_at_the_canvas_edge_is_accepted():
     seg = impact_seg(canvas, box, (30, 25, 58, 45), 0.5, "x", numpy_slice=True)
     assert seg.cropped_mask.shape == (15, 20)
     (data,) = from_segs(((h, w), [seg]))
-    np.testing.assert_array_equal(data.detections[0].mask.numpy(), canvas)
+    np.testing.assert_array_equal(data.detections[0].mask.float().numpy(), stored(canvas))
 
 
 def test_duck_typed_seg_and_confidence_kinds():
@@ -283,12 +289,12 @@ def test_to_segs_errors():
 
 
 def test_flat_bounding_box_list_gives_hand_computed_boxes():
-    bboxes = [{"x": 10, "y": 20, "width": 30, "height": 40, "score": 0.9}, {"x": 0, "y": 0, "width": 200, "height": 5, "label": "sky"}]
+    bboxes = [{"x": 10, "y": 20, "width": 30, "height": 40, "score": 0.9}, {"x": -0.5, "y": 0, "width": 100.9, "height": 5, "label": "sky"}]
     (data,) = from_bboxes(bboxes, 100, 80, "auto", "person")
     a, b = data.detections
     assert data.image_size == (100, 80)
     assert a.box == pytest.approx((0.10, 0.25, 0.40, 0.75)) and a.score == pytest.approx(0.9) and a.label == "person"
-    assert b.box == pytest.approx((0.0, 0.0, 1.0, 0.0625)) and b.score == 1.0 and b.label == "sky"  # clipped to the image
+    assert b.box == pytest.approx((0.0, 0.0, 1.0, 0.0625)) and b.score == 1.0 and b.label == "sky"  # half a pixel over: clipped
     assert a.mask is None and a.image_index == b.image_index == 0
 
 
@@ -348,6 +354,121 @@ def test_malformed_bounding_boxes_raise_clear_errors(bboxes, kwargs, message):
     with pytest.raises(ValueError, match=message) as info:
         from_bboxes(bboxes, 8, 8, label="", **kwargs)
     assert "expected" in str(info.value)
+
+
+# ------------------------------------------------------------------------------- pixel boxes must fit their image
+
+
+BOX_4K = {"x": 800, "y": 600, "width": 900, "height": 700}  # a box of a 3840x2160 image
+
+
+def test_a_4k_box_on_the_default_size_is_an_error_naming_the_size_the_box_and_the_fix():
+    required = LunaDetectionsFromBBoxes.INPUT_TYPES()["required"]
+    width, height = required["image_width"][1]["default"], required["image_height"][1]["default"]
+    assert (width, height) == (1024, 1024)
+    with pytest.raises(ValueError) as info:
+        from_bboxes([BOX_4K], width, height, "auto", "")
+    text = str(info.value)
+    assert "1024x1024" in text and "{'x': 800, 'y': 600, 'width': 900, 'height': 700}" in text
+    assert "x 800..1700, y 600..1300" in text and "by 676 px" in text
+    assert "Connect the image" in text and "image_width and image_height" in text
+    (data,) = from_bboxes([BOX_4K], width, height, "auto", "", image=torch.zeros(1, 2160, 3840, 3))
+    assert data.detections[0].box == pytest.approx((800 / 3840, 600 / 2160, 1700 / 3840, 1300 / 2160))
+
+
+# A box may overhang by half a pixel (rounding; clipped), not more, on every side.
+OVERHANGS = [((-0.5, 0, 10, 10), True), ((-0.51, 0, 10, 10), False), ((0, -0.5, 10, 10), True),
+             ((0, -0.6, 10, 10), False), ((30, 0, 40.5, 10), True), ((30, 0, 40.6, 10), False),
+             ((0, 10, 10, 20.5), True), ((0, 10, 10, 20.51), False)]
+
+
+def overhang_case(box, fits, convert):
+    """`convert` of box (x1, y1, x2, y2) px on a 40x20 image: the clipped normalized box, or the error's text."""
+    if fits:
+        x1, y1, x2, y2 = box
+        return convert(box) == pytest.approx((max(x1, 0) / 40, max(y1, 0) / 20, min(x2, 40) / 40, min(y2, 20) / 20))
+    with pytest.raises(ValueError, match=r"does not fit the 40x20 \(width x height\) image") as info:
+        convert(box)
+    return "spans x" in str(info.value)
+
+
+@pytest.mark.parametrize("box, fits", OVERHANGS)
+def test_bounding_boxes_fit_to_half_a_pixel(box, fits):
+    x1, y1, x2, y2 = box
+    item = {"x": x1, "y": y1, "width": x2 - x1, "height": y2 - y1}
+    assert overhang_case(box, fits, lambda b: from_bboxes([item], 40, 20, "auto", "")[0].detections[0].box)
+
+
+@pytest.mark.parametrize("box, fits", OVERHANGS)
+def test_typed_pixel_boxes_fit_to_half_a_pixel(box, fits):
+    line = ", ".join(f"{v:g}" for v in box)
+    assert overhang_case(box, fits, lambda b: from_typed(line, "pixels", "", 40, 20, 0)[0].detections[0].box)
+
+
+@pytest.mark.parametrize("box, fits", OVERHANGS)
+def test_seg_bboxes_fit_to_half_a_pixel(box, fits):
+    seg = good_seg(bbox=list(box), crop_region=[0, 0, 40, 20], cropped_mask=np.ones((20, 40), np.float32))
+    assert overhang_case(box, fits, lambda b: from_segs(((20, 40), [seg]))[0].detections[0].box)
+
+
+def test_typed_pixel_boxes_off_the_image_name_the_line_and_the_fix():
+    with pytest.raises(ValueError) as info:
+        from_typed("0.1, 0.1, 0.2, 0.2\n800, 600, 1700, 1300, face", "pixels", "", 1024, 1024, 0)
+    text = str(info.value)
+    assert "box line 2 ('800, 600, 1700, 1300, face')" in text and "1024x1024" in text
+    assert "image_width and image_height" in text and "normalized units" in text
+
+
+def test_segs_of_a_4k_image_labelled_1024_are_an_error():
+    seg = good_seg(bbox=[800, 600, 1700, 1300], crop_region=[350, 250, 2150, 1650], cropped_mask=np.ones((1400, 1800), np.float32))
+    with pytest.raises(ValueError) as info:
+        from_segs(((1024, 1024), [seg]))
+    text = str(info.value)
+    assert "SEG 0 bbox spans x 800..1700, y 600..1300" in text and "1024x1024" in text and "SEGS made on this image" in text
+
+
+def test_a_seg_mask_reaching_past_the_image_is_an_error_an_empty_margin_is_not():
+    crop = np.zeros((10, 10), np.float32)
+    crop[2:8, 5:8] = 1.0  # the object, at x 0..3 of the image: the crop region starts 5 px left of the image
+    (data,) = from_segs(((20, 30), [good_seg(bbox=[0, 2, 3, 8], crop_region=[-5, 0, 5, 10], cropped_mask=crop)]))
+    expected = torch.zeros(20, 30, dtype=torch.bool)
+    expected[2:8, 0:3] = True
+    assert torch.equal(data.detections[0].mask, expected)
+    crop[2:8, 3:5] = 1.0  # now the mask reaches 2 px beyond the left edge
+    with pytest.raises(ValueError, match=r"reaches outside the 30x20 .* 12 of its mask pixels lie beyond the edge"):
+        from_segs(((20, 30), [good_seg(bbox=[0, 2, 3, 8], crop_region=[-5, 0, 5, 10], cropped_mask=crop)]))
+
+
+# ------------------------------------------------------------------------------ imported masks are stored small
+
+
+def test_segs_masks_are_one_byte_a_pixel_when_binary_and_two_when_soft():
+    h, w = 2160, 3840
+    binary = np.ones((200, 300), np.float32)
+    soft = np.linspace(0, 1, 200 * 300, dtype=np.float32).reshape(200, 300)
+    items = [good_seg(bbox=[100 * k, 100, 100 * k + 300, 300], crop_region=[100 * k, 100, 100 * k + 300, 300],
+                      cropped_mask=soft if k % 2 else binary) for k in range(10)]
+    (data,) = from_segs(((h, w), items))
+    for k, det in enumerate(data.detections):
+        assert det.mask.shape == (h, w)
+        assert det.mask.dtype == (torch.float16 if k % 2 else torch.bool)
+        assert det.mask.nbytes == h * w * (2 if k % 2 else 1)  # a float32 mask would be 4 * h * w
+        window = det.mask[100:300, 100 * k:100 * k + 300].float().numpy()
+        np.testing.assert_allclose(window, soft if k % 2 else binary, atol=2.5e-4, rtol=0)
+        assert float(det.mask.float().sum()) == pytest.approx(float(window.sum()))
+
+
+def test_per_object_masks_are_views_and_cut_union_masks_are_compact():
+    masks = (torch.rand(3, 20, 30) > 0.5).float()
+    bboxes = [{"x": 10 * k, "y": 0, "width": 10, "height": 20} for k in range(3)]
+    (data,) = from_bboxes(bboxes, 30, 20, "auto", "", mask=masks)
+    assert all(d.mask.untyped_storage().data_ptr() == masks.untyped_storage().data_ptr() for d in data.detections)
+    (cut,) = from_bboxes(bboxes, 30, 20, "union (cut by box)", "", mask=masks[:1])
+    for k, det in enumerate(cut.detections):
+        assert det.mask.dtype == torch.bool
+        expected = torch.zeros(20, 30)
+        expected[:, 10 * k:10 * k + 10] = masks[0, :, 10 * k:10 * k + 10]
+        assert torch.equal(det.mask.float(), expected)
 
 
 # ------------------------------------------------------------------------------------------------------- filter

@@ -10,8 +10,8 @@ from safetensors.torch import save_file
 
 from fixtures.tiny_sam3 import (build_tiny_sam3, config_json, meta_state, shared_tiny, write_hf_checkpoint,
                                 write_meta_checkpoint)
-from luna_semantic_detailer.daemon import checkpoints
-from luna_semantic_detailer.daemon.checkpoints import Sam3CheckpointError
+from luna_semantic_detailer.daemon import checkpoint_files, checkpoints, layouts, meta_keys, models_folder
+from luna_semantic_detailer.daemon.errors import Sam3CheckpointError
 
 
 @pytest.fixture(scope="module")
@@ -30,10 +30,10 @@ def test_sam3_folder_is_registered_and_lists_only_weights(tiny):
     folders = folder_paths.get_folder_paths("sam3")
     assert os.path.join(folder_paths.models_dir, "sam3") in folders
     assert str(paths["hf"].parent) in folders
-    names = checkpoints.list_checkpoints()
+    names = models_folder.list_checkpoints()
     assert {"model.safetensors", "sam3.pt"} <= set(names)
     assert "config.json" not in names
-    assert checkpoints.resolve("sam3.pt") == str(paths["meta"])
+    assert models_folder.resolve("sam3.pt") == str(paths["meta"])
 
 
 @pytest.mark.parametrize("kind", ["hf", "meta"])
@@ -74,6 +74,31 @@ def test_tracker_and_interactive_weights_are_dropped(tiny):
     assert any(k.startswith("tracker.") for k in raw)
 
 
+def _file_tensors(path) -> dict[str, torch.Tensor]:
+    """Every tensor of a checkpoint file, read with the libraries' own loaders."""
+    from safetensors.torch import load_file
+
+    return load_file(str(path)) if path.suffix == ".safetensors" else torch.load(path, weights_only=True)
+
+
+@pytest.mark.parametrize("kind", ["hf", "meta"])
+def test_read_tensors_reads_every_tensor_but_the_skipped_prefixes(tiny, kind):
+    _, paths = tiny
+    everything = _file_tensors(paths[kind])
+    skip = ("tracker", "detector_model.mask_decoder.", "detector.segmentation_head.")
+    read = checkpoint_files.read_tensors(str(paths[kind]), skip=skip)
+    assert set(read) == {k for k in everything if not k.startswith(skip)} and len(read) < len(everything)
+    assert all(torch.equal(read[k], everything[k]) for k in read)
+
+
+@pytest.mark.parametrize("kind", ["hf", "meta"])
+def test_exactly_one_layout_recognises_each_public_checkpoint(tiny, kind):
+    _, paths = tiny
+    keys = list(_file_tensors(paths[kind]))
+    assert [layout.name for layout in checkpoints.LAYOUTS if layout.recognises(keys)] == [kind]
+    assert checkpoints.detect_layout(keys).name == kind
+
+
 def test_meta_checkpoint_wrapped_in_model_key_loads(tiny, tmp_path):
     model, _ = tiny
     path = write_meta_checkpoint(model, tmp_path / "trained.pt", wrap=True)
@@ -109,14 +134,14 @@ def test_meta_checkpoint_wrapped_in_model_key_loads(tiny, tmp_path):
     ("backbone.vision_backbone.sam2_convs.0.conv_1x1.weight", None),
 ])
 def test_meta_key_names_map_to_transformers_names(meta, hf):
-    assert checkpoints.meta_key_to_hf(meta) == hf
+    assert meta_keys.meta_key_to_hf(meta) == hf
 
 
 def test_meta_fused_tensors_are_split_and_projection_transposed():
     qkv = torch.arange(18.0).reshape(6, 3)
     proj = torch.arange(6.0).reshape(2, 3)
     pos = torch.arange(10.0).reshape(1, 5, 2)
-    state = checkpoints.meta_detector_state({
+    state = meta_keys.meta_detector_state({
         "detector.backbone.vision_backbone.trunk.blocks.0.attn.qkv.weight": qkv,
         "detector.backbone.language_backbone.encoder.transformer.resblocks.0.attn.in_proj_bias": torch.arange(6.0),
         "detector.backbone.language_backbone.encoder.text_projection": proj,
@@ -136,10 +161,10 @@ def test_meta_fused_tensors_are_split_and_projection_transposed():
 
 def test_missing_checkpoint_names_the_folder(tiny):
     with pytest.raises(Sam3CheckpointError) as err:
-        checkpoints.resolve("nope.safetensors")
+        models_folder.resolve("nope.safetensors")
     assert "models/sam3" in str(err.value) and "nope.safetensors" in str(err.value)
     with pytest.raises(Sam3CheckpointError, match="models/sam3"):
-        checkpoints.resolve(checkpoints.PLACEHOLDER)
+        models_folder.resolve(models_folder.PLACEHOLDER)
 
 
 @pytest.mark.parametrize("name", ["broken.safetensors", "broken.pt"])
@@ -201,7 +226,7 @@ def test_meta_state_dict_keys_all_have_the_detector_prefix_or_tracker(tiny):
     model, _ = tiny
     keys = meta_state(model)
     assert all(k.startswith(("detector.", "tracker.")) for k in keys)
-    assert checkpoints.detect_layout(keys) == "meta"
+    assert checkpoints.detect_layout(keys) is layouts.META
 
 
 def test_tokenizer_matches_comfyui_clip_tokenizer():

@@ -4,9 +4,10 @@ Pure Python over anything shaped like `luna_types.Detection` (box in 0..1, score
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 from typing import Any
+
+from .. import validation
 
 TOP_BY = ("score", "area")
 ORDERS = ("score desc", "area desc", "left-to-right", "top-to-bottom", "input order")
@@ -26,23 +27,12 @@ def parse_labels(labels: str | Iterable[str] | None) -> set[str]:
     return {str(item).strip().lower() for item in items if str(item).strip()}
 
 
-def _check_range(name: str, low: float, high: float) -> None:
-    if math.isnan(low) or math.isnan(high):
-        raise ValueError(f"{name} range [{low}, {high}] contains NaN; expected two numbers with min <= max")
-    if low > high:
-        raise ValueError(f"{name} range is empty: min {low} > max {high}; expected min <= max")
-
-
-def _sort_key(order: str):
-    if order == "score desc":
-        return lambda d: -d.score
-    if order == "area desc":
-        return lambda d: -box_area(d.box)
-    if order == "left-to-right":
-        return lambda d: (d.box[0], d.box[1])
-    if order == "top-to-bottom":
-        return lambda d: (d.box[1], d.box[0])
-    raise ValueError(f"unknown order {order!r}; expected one of {', '.join(ORDERS)}")
+_SORT_KEYS = {
+    "score desc": lambda d: -d.score,
+    "area desc": lambda d: -box_area(d.box),
+    "left-to-right": lambda d: (d.box[0], d.box[1]),
+    "top-to-bottom": lambda d: (d.box[1], d.box[0]),
+}
 
 
 def filter_detections(
@@ -62,17 +52,13 @@ def filter_detections(
     `order` (stable: "score desc", "area desc", "left-to-right" by box left then top, "top-to-bottom" by box top
     then left, or "input order"); the rejected ones keep the input order.
     """
-    _check_range("score", *score_range)
-    _check_range("area", *area_range)
-    if top_k < 0:
-        raise ValueError(f"top_k is {top_k}; expected 0 (keep all) or a positive count")
-    if top_by not in TOP_BY:
-        raise ValueError(f"unknown top_by {top_by!r}; expected one of {', '.join(TOP_BY)}")
-    if order not in ORDERS:
-        raise ValueError(f"unknown order {order!r}; expected one of {', '.join(ORDERS)}")
+    validation.number_range("score", *score_range)
+    validation.number_range("area", *area_range)
+    validation.int_at_least("top_k", top_k, 0)
+    validation.one_of("top_by", top_by, TOP_BY)
+    validation.one_of("order", order, ORDERS)
     for i, d in enumerate(detections):
-        if math.isnan(d.score) or any(math.isnan(v) for v in d.box):
-            raise ValueError(f"detection {i} has NaN in its score or box {tuple(d.box)}; expected finite numbers")
+        validation.finite_numbers(f"detection {i} score and box", (d.score, *d.box), 5, "finite numbers")
 
     wanted = parse_labels(labels)
     (s_min, s_max), (a_min, a_max) = score_range, area_range
@@ -94,7 +80,7 @@ def filter_detections(
         passed = [i for i in passed if i in chosen]
     kept = [detections[i] for i in passed]
     if order != "input order":
-        kept.sort(key=_sort_key(order))
+        kept.sort(key=_SORT_KEYS[order])
     keep = set(passed)
     rejected = [d for i, d in enumerate(detections) if i not in keep]
     return kept, rejected
