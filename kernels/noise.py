@@ -6,32 +6,22 @@ from collections.abc import Sequence
 
 import torch
 
+from . import validation
+
 Box = tuple[int, int, int, int]
-
-_SEED_MIN, _SEED_MAX = 0, 2**64 - 1
-
-
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name} must be an int, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
-
 
 def latent_size(width: int, height: int, factor: int = 8) -> tuple[int, int]:
     """(height, width) in latent cells of a width x height pixel canvas: partial cells count (ceil)."""
-    _check_int("width", width, 1)
-    _check_int("height", height, 1)
-    _check_int("factor", factor, 1)
+    validation.positive_int("width", width)
+    validation.positive_int("height", height)
+    validation.positive_int("factor", factor)
     return math.ceil(height / factor), math.ceil(width / factor)
 
 
 def make_scaffold(width: int, height: int, seed: int, channels: int = 4, factor: int = 8) -> torch.Tensor:
     """Standard normal [1, C, ceil(H/f), ceil(W/f)] float32 CPU map drawn from `seed`: identical on every device and run."""
-    _check_int("channels", channels, 1)
-    if isinstance(seed, bool) or not isinstance(seed, int) or not _SEED_MIN <= seed <= _SEED_MAX:
-        raise ValueError(f"seed must be an int in [0, 2**64 - 1], got {seed!r}")
+    validation.positive_int("channels", channels)
+    validation.seed(seed)
     rows, cols = latent_size(width, height, factor)
     generator = torch.Generator("cpu").manual_seed(seed)
     return torch.randn((1, channels, rows, cols), generator=generator, dtype=torch.float32, device="cpu")
@@ -39,7 +29,7 @@ def make_scaffold(width: int, height: int, seed: int, channels: int = 4, factor:
 
 def latent_box(box: Box, factor: int) -> Box:
     """Latent (x, y, w, h) of a pixel box whose x, y, w, h are all multiples of `factor`."""
-    _check_int("factor", factor, 1)
+    validation.positive_int("factor", factor)
     if len(box) != 4:
         raise ValueError(f"box must be (x, y, w, h), got {box!r}")
     if any(isinstance(v, bool) or int(v) != v for v in box):

@@ -5,6 +5,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from . import validation
+
 
 @dataclass(frozen=True)
 class Tile:
@@ -26,12 +28,6 @@ class Crop:
     y: int
     size: int
     sample_size: int
-
-
-def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
 
 
 TILE_FITS = ("fit", "exact")
@@ -97,7 +93,7 @@ def plan_tiles(width: int, height: int, tile: int, overlap: int, factor: int = 8
     last tile (or the single one) is narrower by < f pixels; the caller pads the pixels to the grid.
     """
     for name, value in (("width", width), ("height", height), ("tile", tile), ("factor", factor)):
-        _positive_int(name, value)
+        validation.positive_int(name, value)
     if tile % factor:
         raise ValueError(f"tile must be a multiple of factor {factor}: got {tile}, use {-(-tile // factor) * factor}")
     if isinstance(overlap, bool) or not isinstance(overlap, int) or not 0 <= overlap <= tile - factor:
@@ -142,7 +138,7 @@ def batches(indices: Sequence[int], max_batch: int) -> list[list[int]]:
 
     9 tiles at max_batch 8 go as 5 + 4 rather than 8 + 1: as many sampler calls, none at a size far below the rest.
     """
-    _positive_int("max_batch", max_batch)
+    validation.positive_int("max_batch", max_batch)
     items = list(indices)
     count = -(-len(items) // max_batch)
     size, extra = divmod(len(items), count) if count else (0, 0)
@@ -177,7 +173,7 @@ def plan_crop(box: tuple[float, float, float, float], canvas_width: int, canvas_
     min(W, H) snapped down to the grid.
     """
     for name, value in (("canvas_width", canvas_width), ("canvas_height", canvas_height), ("factor", factor)):
-        _positive_int(name, value)
+        validation.positive_int(name, value)
     if len(box) != 4 or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in box):
         raise ValueError(f"box must be 4 finite numbers (x0, y0, x1, y1), got {box!r}")
     x0, y0, x1, y1 = (float(v) for v in box)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .noise import _SEED_MAX, _SEED_MIN
+from . import validation
 
 
 def _axis_plan(n: int, m: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -90,12 +90,6 @@ def integral_downscale(noise: torch.Tensor, z: torch.Tensor, size: tuple[int, in
     return (out / scale).to(noise.dtype)
 
 
-def _check_seed(seed: object) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, int) or not _SEED_MIN <= seed <= _SEED_MAX:
-        raise ValueError(f"seed must be an int in [0, 2**64 - 1], got {seed!r}")
-    return seed
-
-
 def downscale_noise(noise: torch.Tensor, size: tuple[int, int], seed: int | Sequence[int]) -> torch.Tensor:
     """Downscale white noise [B, C, h, w] to (out_h, out_w) keeping it exactly iid N(0, 1); deterministic from `seed`.
 
@@ -106,7 +100,7 @@ def downscale_noise(noise: torch.Tensor, size: tuple[int, int], seed: int | Sequ
     """
     out_h, out_w = _check_size(noise, size)
     per_item = not isinstance(seed, int)
-    seeds = [_check_seed(s) for s in seed] if per_item else [_check_seed(seed)]
+    seeds = [validation.seed(s) for s in seed] if per_item else [validation.seed(seed)]
     if per_item and len(seeds) != noise.shape[0]:
         raise ValueError(f"need one seed per batch item: {noise.shape[0]} items, {len(seeds)} seeds")
     if (out_h, out_w) == tuple(noise.shape[-2:]):
