@@ -1,5 +1,5 @@
 """Luna Semantic Detailer: 4K-native detailing and tiled refinement for ComfyUI."""
-from .daemon.routes import register as _register_routes
+from .routes import register as _register_routes
 from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 
 _register_routes()

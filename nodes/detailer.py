@@ -4,13 +4,11 @@ from __future__ import annotations
 import torch
 
 from ..luna_types import DETECTION_DATA, NOISE_SCAFFOLD
-from ..pipeline.crops import PREVIEW_SIZE, MaskEdge, detail_canvas
+from ..pipeline.crops import CROP_SIZES, PREVIEW_SIZE, MaskEdge, detail_canvas
 from ..pipeline.refine import RefineJob
 from ..pipeline.sampling import Sampler
 from .common import (CATEGORY, anchoring_inputs, check_scaffold_format, max_batch_input, sampler_inputs,
                      vision_strength_input)
-
-CROP_SIZES = {"auto (1024 / 1536)": (1024, 1536), "1024": (1024,), "1536": (1536,), "768": (768,), "512": (512,)}
 
 
 def wanted(labels: str):

@@ -23,6 +23,7 @@ from .canvas import canvas_noise, pad_to_grid
 from .refine import RefineJob, refine, resize
 from .regions import Region
 
+CROP_SIZES = {"auto (1024 / 1536)": (1024, 1536), "1024": (1024,), "1536": (1536,), "768": (768,), "512": (512,)}
 ALPHA_CELLS = 512
 MIN_FADE = 8
 PREVIEW_SIZE = 512

@@ -25,6 +25,23 @@ def canvas_tiles(width: int, height: int, tile_size: int, overlap: int, factor: 
     return plan_tiles(-(-width // factor) * factor, -(-height // factor) * factor, tile_size, overlap, factor, fit)
 
 
+def plan_summary(width: int, height: int, tile_size: int, overlap: int, factor: int, fit: str, tiling: str) -> dict:
+    """The plan the refiner samples for a width x height canvas, as JSON-ready data (for the web extension's overlay)."""
+    if tiling not in TILINGS:
+        raise ValueError(f"unknown tiling {tiling!r}; expected one of {', '.join(TILINGS)}")
+    tiles = canvas_tiles(width, height, tile_size, overlap, factor, fit)
+    phases = chess_phases(tiles)
+    phase_of = {i: p for p, members in enumerate(phases) for i in members}
+    return {
+        "width": tiles[-1].x + tiles[-1].width, "height": tiles[-1].y + tiles[-1].height, "tiling": tiling, "fit": fit,
+        "cols": tiles[-1].col + 1, "rows": tiles[-1].row + 1, "count": len(tiles), "phases": len(phases),
+        "tile_sizes": sorted({(t.width, t.height) for t in tiles}),
+        "sampled_mp": sum(t.width * t.height for t in tiles) / 1e6,
+        "tiles": [{"x": t.x, "y": t.y, "w": t.width, "h": t.height, "row": t.row, "col": t.col, "phase": phase_of[i]}
+                  for i, t in enumerate(tiles)],
+    }
+
+
 def refine_tiles(job: RefineJob, image: torch.Tensor, scaffold: NoiseScaffold, tile_size: int, overlap: int,
                  tiling: str, fit: str = "fit") -> torch.Tensor:
     """`image` [B, H, W, 3] refined in tiles near `tile_size` (kernels.planning `fit`) overlapping by at least

@@ -105,7 +105,8 @@ Polishes the whole canvas in tiles (1024 or 1536 px) that overlap by at least `o
   earlier phases. Overlaps are refined twice (a grid of over-refined bands, measured), kept for those who want it.
 
 Under the node the extension draws the tile grid for the current canvas, tile and overlap (4096² with 1024 px
-tiles and 128 px overlap: 5×5 = 25 tiles). Typical `denoise`: 0.2–0.35.
+tiles and 128 px overlap: 4×4 = 16 tiles of 1120 px with `tile_fit` fit, 5×5 = 25 of 1024 px with exact). Typical
+`denoise`: 0.2–0.35.
 """,
 }
 

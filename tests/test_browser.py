@@ -48,18 +48,22 @@ def test_the_luna_extension_is_registered(page):
 
 
 def test_the_extension_tile_plan_is_the_python_planner(page):
-    from luna_semantic_detailer.kernels.planning import chess_phases, plan_tiles
+    """The overlay's plan is fetched from the pack's route, i.e. the planner the node runs, for odd sizes too."""
+    from luna_semantic_detailer.kernels.planning import chess_phases
+    from luna_semantic_detailer.pipeline.tiles import canvas_tiles
 
-    cases = [(4096, 4096, 1024, 128), (3000, 2000, 1536, 200), (768, 768, 256, 64), (1024, 1024, 1024, 128), (4104, 2300, 1024, 96)]
+    cases = [(4096, 4096, 1024, 128, "fit"), (4095, 2161, 1024, 128, "fit"), (3000, 2000, 1536, 200, "exact"),
+             (768, 768, 256, 64, "fit"), (1024, 1024, 1024, 128, "exact"), (4104, 2300, 1024, 96, "exact")]
     got = page.evaluate(f"""async (cases) => {{
         const luna = await import('/extensions/{PACK}/luna.js');
-        return cases.map(([w, h, t, o]) => {{ const p = luna.tilePlan(w, h, t, o);
-            return [p.count, p.phases, p.tiles.map((x) => [x.x, x.y, x.w, x.h])]; }});
+        const plans = await Promise.all(cases.map(([w, h, t, o, fit]) =>
+            new Promise((done) => luna.tilePlan(w, h, t, o, fit, 'chess', 8, done))));
+        return plans.map((p) => [p.count, p.phases, p.tiles.map((x) => [x.x, x.y, x.w, x.h])]);
     }}""", cases)
-    for case, (count, phases, rects) in zip(cases, got):
-        tiles = plan_tiles(*case)
-        assert count == len(tiles) and phases == len(chess_phases(tiles)), case
-        assert rects == [[t.x, t.y, t.width, t.height] for t in tiles], case
+    for (w, h, t, o, fit), (count, phases, rects) in zip(cases, got):
+        tiles = canvas_tiles(w, h, t, o, 8, fit)
+        assert count == len(tiles) and phases == len(chess_phases(tiles)), (w, h, t, o, fit)
+        assert rects == [[u.x, u.y, u.width, u.height] for u in tiles], (w, h, t, o, fit)
 
 
 MISSING_NODES = re.compile(r"missing (custom )?nodes|nodes (are|were) missing|some nodes", re.IGNORECASE)
@@ -101,11 +105,13 @@ def test_template_opens_with_every_node_known_and_luna_nodes_drawn(name, page):
         page.set_viewport_size({"width": 2600, "height": 1000})  # the whole pipeline at a readable zoom
         page.evaluate("() => { app.canvas.ds.scale = 0.6; app.canvas.ds.offset = [60, 160]; }")
         redraw(page)
+        page.wait_for_function("""() => { app.canvas.draw(true, true); return app.graph._nodes.every((n) =>
+            !['LunaGlobalRefiner', 'LunaSAM3Detailer'].includes(n.type) || n.lunaPlan?.plan || n.lunaPlan?.sizes); }""")
         drawn = page.evaluate("""() => Object.fromEntries(app.graph._nodes.filter((n) => n.lunaPlan)
                                    .map((n) => [n.type, n.lunaPlan]))""")
         plan = drawn["LunaGlobalRefiner"]
-        assert plan["plan"]["count"] == 25 and plan["plan"]["phases"] == 4, plan
-        assert plan["text"].startswith("5×5 = 25 tiles of 1024px on 4096×4096 · 4 chess phases"), plan["text"]
+        assert plan["plan"]["count"] == 16 and plan["plan"]["tile_sizes"] == [[1120, 1120]], plan
+        assert plan["text"].startswith("4×4 = 16 tiles of 1120px on 4096×4096 · parallel · 20.1 MP sampled"), plan["text"]
         detailer = drawn["LunaSAM3Detailer"]
         assert detailer["sizes"] == [1024, 1536] and "4096×4096" in detailer["text"], detailer
         ARTIFACTS.mkdir(parents=True, exist_ok=True)

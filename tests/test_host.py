@@ -69,3 +69,33 @@ def test_server_stops_cleanly_on_ctrl_c(tmp_path):
     assert code == 0, f"exit code {code}\n{shutdown[-3000:]}"
     assert "Stopped server" in shutdown
     assert set(final_exceptions(shutdown)) <= {"KeyboardInterrupt"}, shutdown[-3000:]
+
+
+@pytest.mark.parametrize("width,height,tile,overlap,fit", [(4095, 2161, 1024, 128, "fit"), (4096, 4096, 1024, 128, "exact"),
+                                                          (777, 333, 256, 40, "fit"), (2048, 1536, 1536, 0, "exact")])
+def test_the_plan_route_is_the_planner_the_refiner_samples(comfy_server, width, height, tile, overlap, fit):
+    from luna_semantic_detailer.kernels.planning import chess_phases
+    from luna_semantic_detailer.pipeline.tiles import canvas_tiles
+
+    plan = comfy_server.get(f"/luna/plan?width={width}&height={height}&tile={tile}&overlap={overlap}&fit={fit}&tiling=chess")
+    tiles = canvas_tiles(width, height, tile, overlap, 8, fit)
+    assert [[t["x"], t["y"], t["w"], t["h"]] for t in plan["tiles"]] == [[t.x, t.y, t.width, t.height] for t in tiles]
+    phases = chess_phases(tiles)
+    assert plan["phases"] == len(phases) and [t["phase"] for t in plan["tiles"]] == [
+        next(p for p, members in enumerate(phases) if i in members) for i in range(len(tiles))]
+    assert plan["width"] == -(-width // 8) * 8 and plan["height"] == -(-height // 8) * 8
+    assert abs(plan["sampled_mp"] - sum(t.width * t.height for t in tiles) / 1e6) < 1e-9
+
+
+def test_the_plan_route_refuses_bad_input_with_a_message_and_serves_the_crop_sizes(comfy_server):
+    import json
+    import urllib.error
+
+    from luna_semantic_detailer.pipeline.crops import CROP_SIZES
+
+    for query in ("width=100&height=100&tile=64", "width=100&height=100&tile=60&overlap=8", "width=a&height=1&tile=64&overlap=0",
+                  "width=100&height=100&tile=64&overlap=8&tiling=zigzag"):
+        with pytest.raises(urllib.error.HTTPError) as info:
+            comfy_server.get(f"/luna/plan?{query}")
+        assert info.value.code == 400 and json.loads(info.value.read())["error"]
+    assert comfy_server.get("/luna/crop_sizes") == {name: list(sizes) for name, sizes in CROP_SIZES.items()}

@@ -18,7 +18,7 @@ tomllib = pytest.importorskip("tomllib", reason="tomllib (Python 3.11+) reads py
 DEVELOPMENT = ("tests", "benchmarks", "scripts")  # run in the test hosts only; ComfyUI never imports them
 COMES_WITH_COMFYUI = {
     "torch": "ComfyUI's tensor library, installed for the user's GPU; a pack must not pull another build",
-    "aiohttp": "the web framework of ComfyUI's server; daemon/routes.py imports it only inside that server",
+    "aiohttp": "the web framework of ComfyUI's server; routes.py imports it only inside that server",
 }
 
 

@@ -1,6 +1,7 @@
 // Luna Semantic Detailer: recognisable nodes, and what the refiner/detailer will do before it runs.
 // Public extension API only (app.registerExtension, beforeRegisterNodeDef, node prototype callbacks).
 import { app } from "../../scripts/app.js";
+import { api } from "../../scripts/api.js";
 
 export const LUNA_COLOR = { color: "#2b2f5a", bgcolor: "#1b1f3b" };
 const FACTOR = 8;
@@ -22,53 +23,30 @@ function sourceNode(node, inputName) {
   return link ? (node.graph ?? app.graph).getNodeById(link.origin_id) : null;
 }
 
-// Mirrors kernels/planning.py _axis_tiles: the fewest grid-snapped, evenly spread tiles overlapping by >= overlap.
-export function axisTiles(length, tile, overlap, factor = FACTOR) {
-  const padded = Math.ceil(length / factor) * factor;
-  if (padded <= tile) return [[0, length]];
-  const free = Math.floor((padded - tile) / factor);
-  const step = Math.floor((tile - overlap) / factor);
-  const gaps = Math.ceil(free / step);
-  const out = [];
-  for (let i = 0; i <= gaps; i++) {
-    const origin = Math.floor((2 * i * free + gaps) / (2 * gaps)) * factor;
-    out.push([origin, Math.min(tile, length - origin)]);
+// The plans come from Python (GET /luna/plan, /luna/crop_sizes: the planner the nodes run), cached per query.
+const plans = new Map();
+let cropChoices = null;
+
+function fetchJson(url, onDone) {
+  return api.fetchApi(url).then((r) => r.json()).then(onDone).catch((e) => onDone({ error: String(e) }));
+}
+
+// The refiner's plan for a canvas as the node will sample it, or null while it is being fetched.
+export function tilePlan(width, height, tile, overlap, fit = "fit", tiling = "parallel", factor = FACTOR, onReady = () => {}) {
+  const query = new URLSearchParams({ width, height, tile, overlap, fit, tiling, factor }).toString();
+  if (!plans.has(query)) {
+    plans.set(query, null);
+    fetchJson(`/luna/plan?${query}`, (plan) => { plans.set(query, plan); onReady(plan); });
   }
-  return out;
+  return plans.get(query);
 }
 
-// Mirrors kernels/planning.py _separation: smallest slot distance at which tiles along an axis are disjoint.
-function separation(spans) {
-  let k = 1;
-  while (spans.some((s, i) => i + k < spans.length && spans[i + k][0] < s[0] + s[1])) k += 1;
-  return k;
-}
-
-// The refiner's tiles and chess phases (kernels/planning.py plan_tiles + chess_phases).
-export function tilePlan(width, height, tile, overlap, factor = FACTOR) {
-  if (!(width > 0 && height > 0 && tile > 0) || tile % factor || overlap < 0 || overlap > tile - factor) return null;
-  const cols = axisTiles(width, tile, overlap, factor);
-  const rows = axisTiles(height, tile, overlap, factor);
-  const kx = separation(cols);
-  const ky = separation(rows);
-  const keys = [];
-  const tiles = [];
-  rows.forEach(([y, h], r) =>
-    cols.forEach(([x, w], c) => {
-      const key = (r % ky) * kx + (c % kx);
-      if (!keys.includes(key)) keys.push(key);
-      tiles.push({ x, y, w, h, row: r, col: c, key });
-    })
-  );
-  keys.sort((a, b) => a - b);
-  for (const t of tiles) t.phase = keys.indexOf(t.key);
-  return { width, height, tile, overlap, cols: cols.length, rows: rows.length, count: tiles.length, phases: keys.length, tiles };
-}
-
-// Mirrors kernels/planning.py plan_crop's size rule: the smallest crop target >= object side × context.
-export function cropSizes(choice) {
-  const fixed = parseInt(choice, 10);
-  return Number.isFinite(fixed) ? [fixed] : [1024, 1536];
+export function loadCropChoices(onReady = () => {}) {
+  if (cropChoices === null) {
+    cropChoices = {};
+    fetchJson("/luna/crop_sizes", (choices) => { cropChoices = choices; onReady(choices); });
+  }
+  return cropChoices;
 }
 
 // The canvas the node works on: the scaffold's width/height widgets, or the loaded image's size when they are linked.
@@ -82,29 +60,43 @@ export function canvasSize(node) {
   return { width: null, height: null, from: "image" };
 }
 
+function factorOf(node) {
+  const format = String(widget(sourceNode(node, "master_scaffold"), "latent_format") ?? "");
+  const match = format.match(/÷(\d+)/);
+  return match ? parseInt(match[1], 10) : FACTOR;
+}
+
 export function refinerPlan(node) {
   const size = canvasSize(node);
   if (!size) return { text: "tile plan: connect a Luna Noise Scaffold" };
   if (!size.width) return { text: "tile plan: the canvas is the input image's size (load it to see the grid)" };
   const tile = widget(node, "tile_size");
   const overlap = widget(node, "overlap");
-  const plan = tilePlan(size.width, size.height, tile, overlap);
-  if (!plan) return { text: `overlap must be at most tile − ${FACTOR} and the tile a multiple of ${FACTOR}` };
+  const fit = widget(node, "tile_fit") ?? "fit";
+  const tiling = widget(node, "tiling") ?? "parallel";
+  const plan = tilePlan(size.width, size.height, tile, overlap, fit, tiling, factorOf(node), () => node.setDirtyCanvas?.(true, true));
+  if (!plan) return { text: "tile plan: …" };
+  if (plan.error) return { text: `tile plan: ${plan.error}` };
   const batch = widget(node, "max_batch");
+  const sizes = plan.tile_sizes.map(([w, h]) => (w === h ? `${w}px` : `${w}×${h}px`)).join(", ");
+  const phases = tiling === "chess" ? ` · ${plan.phases} chess phases` : "";
   return {
     plan,
-    text: `${plan.cols}×${plan.rows} = ${plan.count} tiles of ${tile}px on ${size.width}×${size.height} · ${plan.phases} chess phases · ≤${batch} per batch`,
+    text: `${plan.cols}×${plan.rows} = ${plan.count} tiles of ${sizes} on ${size.width}×${size.height} · ${tiling}${phases} · ` +
+      `${plan.sampled_mp.toFixed(1)} MP sampled · ≤${batch} per batch`,
   };
 }
 
 export function detailerPlan(node) {
   const choice = String(widget(node, "crop_size") ?? "");
   const pad = widget(node, "context_padding");
-  const sizes = cropSizes(choice);
+  const sizes = loadCropChoices(() => node.setDirtyCanvas?.(true, true))[choice];
   const size = canvasSize(node);
   const canvas = size?.width ? ` on ${size.width}×${size.height}` : "";
+  if (!sizes) return { text: `crops${canvas}: …` };
+  const largest = sizes[sizes.length - 1];
   const text = sizes.length > 1
-    ? `crops${canvas}: 1024px if object × ${pad} ≤ 1024, else 1536px (larger: sampled at 1536)`
+    ? `crops${canvas}: ${sizes.slice(0, -1).join(", ")}px if object × ${pad} fits, else ${largest}px (larger: sampled at ${largest})`
     : `crops${canvas}: ${sizes[0]}px (larger objects sampled at ${sizes[0]}px), context × ${pad}`;
   return { text, sizes, canvas: size?.width ? size : null };
 }
@@ -120,14 +112,15 @@ function drawTileGrid(ctx, plan, x, y, maxWidth) {
   ctx.fillRect(x, y, box.w, box.h);
   for (const t of plan.tiles) {
     ctx.globalAlpha = 0.35;
-    ctx.fillStyle = PHASE_COLORS[t.phase % PHASE_COLORS.length];
+    const colour = PHASE_COLORS[(plan.tiling === "chess" ? t.phase : t.row + t.col) % PHASE_COLORS.length];
+    ctx.fillStyle = colour;
     ctx.fillRect(x + t.x * box.scale, y + t.y * box.scale, t.w * box.scale, t.h * box.scale);
     ctx.globalAlpha = 1;
-    ctx.strokeStyle = PHASE_COLORS[t.phase % PHASE_COLORS.length];
+    ctx.strokeStyle = colour;
     ctx.strokeRect(x + t.x * box.scale + 0.5, y + t.y * box.scale + 0.5, t.w * box.scale - 1, t.h * box.scale - 1);
   }
   ctx.fillStyle = TEXT;
-  plan.tiles.forEach((t) => {
+  if (plan.tiling === "chess") plan.tiles.forEach((t) => {
     if (t.w * box.scale > 14) ctx.fillText(String(t.phase + 1), x + (t.x + t.w / 2) * box.scale - 3, y + (t.y + t.h / 2) * box.scale + 4);
   });
   return box.h;
