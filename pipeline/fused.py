@@ -101,7 +101,7 @@ def refine_fused(job: "RefineJob", canvas: torch.Tensor, noise: torch.Tensor, re
     """
     from . import vae as vae_calls
     from .progress import Progress
-    from .refine import anchored, batch_plan, crop
+    from .refine import batch_conditioning, batch_plan, conditioning_for, crop
     from .step_noise import NoiseSite, RegionNoise, region_sampler
 
     settings = job.sampler
@@ -109,9 +109,12 @@ def refine_fused(job: "RefineJob", canvas: torch.Tensor, noise: torch.Tensor, re
     progress = Progress(canvas.shape[0] * settings.steps, settings.model)
     for b in range(canvas.shape[0]):
         tiles = [r for r in regions if r.image == b]
-        plan = batch_plan(job, tiles, range(len(tiles)))
-        batches = [TileBatch(tuple(layers[i].rect for i in batch), anchored(job, crop(canvas, [tiles[i] for i in batch])),
-                             job.negative) for batch in plan]
+        conds = conditioning_for(job, tiles, canvas)
+        plan = batch_plan(job, tiles, conds, range(len(tiles)))
+        batches = []
+        for batch in plan:
+            positive, negative = batch_conditioning(job, [conds[i] for i in batch], crop(canvas, [tiles[i] for i in batch]))
+            batches.append(TileBatch(tuple(layers[i].rect for i in batch), positive, negative))
         latent = vae_calls.encode_canvas(job.vae, canvas[b:b + 1])
         start = noise.to(latent)
         if start.shape != latent.shape:

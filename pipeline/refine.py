@@ -19,6 +19,7 @@ from ..kernels.resample import downscale_noise
 from . import vae as vae_calls
 from .anchoring import context_slots, fuse_conditioning, vision_tokens
 from .batching import max_batch_for, plan_batches, run_halving
+from .conditioning import Place, for_region, signature, stack
 from .progress import Progress
 from .regions import Region
 from .sampling import Sampler, sample
@@ -50,12 +51,40 @@ def resize(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(images.movedim(-1, 1), size=(h, w), mode=mode).movedim(1, -1)
 
 
-def anchored(job: RefineJob, pixels: torch.Tensor) -> Conditioning:
-    """The positive prompt with each region's CLIP-ViT tokens appended (one row per region), or as it is."""
-    if job.clip_vision is None or job.vision_strength == 0:
-        return job.positive
-    tokens = vision_tokens(job.clip_vision, pixels)
-    return fuse_conditioning(job.positive, tokens, job.vision_strength, context_slots(job.sampler.model))
+@dataclass(frozen=True)
+class RegionConditioning:
+    """A region's positive and negative, cut to it (pipeline.conditioning.for_region)."""
+
+    positive: Conditioning
+    negative: Conditioning
+
+    @property
+    def key(self) -> tuple:
+        return signature(self.positive), signature(self.negative)
+
+
+def place_of(job: RefineJob, region: Region, canvas: torch.Tensor) -> Place:
+    """Where `region` sits on the latent of the padded `canvas` [B, H, W, 3]."""
+    f = job.factor
+    return Place(region.image, tuple(v // f for v in region.rect), (region.sample[1] // f, region.sample[0] // f),
+                 (canvas.shape[1] // f, canvas.shape[2] // f))
+
+
+def conditioning_for(job: RefineJob, regions: Sequence[Region], canvas: torch.Tensor) -> list[RegionConditioning]:
+    """Each region's own positive and negative."""
+    return [RegionConditioning(for_region(job.positive, place_of(job, r, canvas), "positive"),
+                               for_region(job.negative, place_of(job, r, canvas), "negative")) for r in regions]
+
+
+def batch_conditioning(job: RefineJob, conds: Sequence[RegionConditioning], pixels: torch.Tensor) -> tuple[Conditioning, Conditioning]:
+    """The batch's positive and negative: the regions' own stacked, each region's CLIP-ViT tokens appended."""
+    controls: dict = {}
+    positive = stack([c.positive for c in conds], controls)
+    negative = stack([c.negative for c in conds], controls)
+    if job.clip_vision is not None and job.vision_strength != 0:
+        tokens = vision_tokens(job.clip_vision, pixels)
+        positive = fuse_conditioning(positive, tokens, job.vision_strength, context_slots(job.sampler.model))
+    return positive, negative
 
 
 def start_noise(job: RefineJob, noise: torch.Tensor, regions: Sequence[Region]) -> torch.Tensor:
@@ -79,8 +108,8 @@ def crop(source: torch.Tensor, regions: Sequence[Region]) -> torch.Tensor:
 
 
 def refine_batch(job: RefineJob, source: torch.Tensor, noise: torch.Tensor, regions: Sequence[Region],
-                 progress: Progress) -> torch.Tensor:
-    """Refined pixels [N, h, w, 3] of equal-sample-size regions of `source` [B, H, W, 3], at each rect's size."""
+                 conds: Sequence[RegionConditioning], progress: Progress) -> torch.Tensor:
+    """Refined pixels [N, h, w, 3] of regions of `source` [B, H, W, 3] that share a batch key, at each rect's size."""
     pixels = crop(source, regions)
     start = start_noise(job, noise, regions)
     latent = vae_calls.encode(job.vae, pixels)
@@ -92,24 +121,27 @@ def refine_batch(job: RefineJob, source: torch.Tensor, noise: torch.Tensor, regi
     masks = [r.noise_mask for r in regions]
     noise_mask = None if masks[0] is None else torch.stack(masks)[:, None]
     step_noise = RegionNoise(job.sampler.seed, noise_sites(job, regions), latent.shape[1], latent.device, latent.dtype)
-    samples = sample(job.sampler, start.to(latent), latent, anchored(job, pixels), job.negative, step_noise,
+    positive, negative = batch_conditioning(job, conds, pixels)
+    samples = sample(job.sampler, start.to(latent), latent, positive, negative, step_noise,
                      noise_mask=noise_mask, callback=progress.callback(job.sampler.steps))
     refined = vae_calls.decode(job.vae, samples).to(source)
     return torch.cat([resize(x[None], (r.rect[2], r.rect[3])).clamp_(0, 1) if not r.one_to_one else x[None]
                       for r, x in zip(regions, refined)])
 
 
-def batch_plan(job: RefineJob, regions: Sequence[Region], members: Sequence[int]) -> list[list[int]]:
-    """Batches of `members` that can share a sampler call (sampled size, 1:1 or not, masked or not), memory-bounded."""
+def batch_plan(job: RefineJob, regions: Sequence[Region], conds: Sequence[RegionConditioning],
+               members: Sequence[int]) -> list[list[int]]:
+    """Batches of `members` that can share a sampler call (sampled size, 1:1 or not, masked or not, conditioning of
+    one structure), memory-bounded."""
     model, f = job.sampler.model, job.factor
     channels = model.get_model_object("latent_format").latent_channels
 
     def key(i: int):
         r = regions[i]
-        return r.sample, r.one_to_one, r.noise_mask is None
+        return r.sample, r.one_to_one, r.noise_mask is None, conds[i].key
 
     def size(k) -> int:
-        (w, h), _, _ = k
+        (w, h), _, _, _ = k
         return max_batch_for(model, [1, channels, h // f, w // f], job.max_batch, job.sampler.sampler_name)
 
     return plan_batches(members, key, size)
@@ -127,8 +159,9 @@ def refine(job: RefineJob, canvas: torch.Tensor, noise: torch.Tensor, regions: S
     import comfy.model_management as mm
 
     out = canvas.clone()
+    conds = conditioning_for(job, regions, canvas)
     order = [list(range(len(regions)))] if phases is None else [list(p) for p in phases]
-    plans = [batch_plan(job, regions, phase) for phase in order]
+    plans = [batch_plan(job, regions, conds, phase) for phase in order]
     progress = Progress(sum(len(p) for p in plans) * job.sampler.steps, job.sampler.model)
     per_image: dict[int, list[int]] = {}
     for i, r in enumerate(regions):
@@ -140,8 +173,8 @@ def refine(job: RefineJob, canvas: torch.Tensor, noise: torch.Tensor, regions: S
         source = canvas if phases is None else out
         for batch in plan:
             mm.throw_exception_if_processing_interrupted()
-            results = run_halving(lambda chunk: refine_batch(job, source, noise, [regions[i] for i in chunk], progress),
-                                  batch, len(batch))
+            results = run_halving(lambda chunk: refine_batch(job, source, noise, [regions[i] for i in chunk],
+                                                             [conds[i] for i in chunk], progress), batch, len(batch))
             for i, pixels in zip(batch, results):
                 if keep is not None:
                     keep(i, pixels)
