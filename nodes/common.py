@@ -51,7 +51,7 @@ def sampler_inputs(denoise: float) -> dict:
     return {
         "steps": ("INT", {"default": 20, "min": 1, "max": 10000, "tooltip": "Sampling steps (of the full schedule; denoise keeps the last part)."}),
         "cfg": ("FLOAT", {"default": 7.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01, "tooltip": "Classifier-free guidance scale."}),
-        "sampler_name": (comfy.samplers.KSampler.SAMPLERS, {"tooltip": "The sampler; deterministic ones (euler, dpmpp_2m, ddim) give batch-size-independent results."}),
+        "sampler_name": (comfy.samplers.KSampler.SAMPLERS, {"tooltip": "Any of ComfyUI's samplers. Ancestral and SDE samplers take their per-step noise from the canvas's noise field, so every tile and crop gets its own and max_batch changes nothing (dpm_adaptive runs one region per call)."}),
         "scheduler": (comfy.samplers.KSampler.SCHEDULERS, {"default": "karras", "tooltip": "The sigma schedule."}),
         "denoise": ("FLOAT", {"default": denoise, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": "How much to repaint: 0 keeps the input (VAE round trip only), 1 repaints from the noise alone."}),
     }
