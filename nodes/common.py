@@ -58,14 +58,24 @@ def sampler_inputs(denoise: float) -> dict:
 
 
 def anchoring_inputs() -> dict:
-    """The optional CLIP-ViT anchor and its strength."""
+    """The optional anchoring inputs: the mode, the CLIP-ViT and the style model."""
+    from ..pipeline.anchoring import ANCHORINGS
+
     return {
-        "clip_vision": ("CLIP_VISION", {"tooltip": "Optional CLIP-ViT: each crop/tile is encoded and its tokens appended to the prompt, anchoring the structure."}),
+        "anchoring": (list(ANCHORINGS), {"default": "auto", "tooltip": (
+            "How each crop/tile's own image anchors its refinement. auto: a connected style model, else ReVision "
+            "(SDXL with CLIP-ViT-bigG; SD2.1-unCLIP), else raw tokens when a CLIP-ViT is connected, else off. "
+            "revision: the crop's image embedding as the pooled vector (SDXL) / unCLIP input, as unCLIPConditioning. "
+            "style model: the style model's tokens of the crop after the prompt (Flux Redux, SD1 T2I style), as "
+            "StyleModelApply. raw tokens (experimental): every CLIP-ViT token projected into the text context after "
+            "the prompt (the spec's path; no model was trained on it, expect a diluted prompt).")}),
+        "clip_vision": ("CLIP_VISION", {"tooltip": "CLIP-ViT (CLIPVisionLoader) that encodes each crop/tile for anchoring: ViT-bigG (clip_vision_g) for SDXL ReVision, SigLIP for Flux Redux."}),
+        "style_model": ("STYLE_MODEL", {"tooltip": "Optional style model (StyleModelLoader: Flux Redux, SD1 T2I style adapter): each crop's style tokens are appended to the prompt."}),
     }
 
 
 def vision_strength_input() -> dict:
-    return {"vision_strength": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 2.0, "step": 0.05, "tooltip": "Scale of the CLIP-ViT tokens appended to the prompt; 0 turns anchoring off."})}
+    return {"vision_strength": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 2.0, "step": 0.05, "tooltip": "Strength of the anchoring (ReVision: scale of the image embedding; style model and raw tokens: scale of the appended tokens); 0 turns it off."})}
 
 
 def image_index_input(what: str) -> dict:

@@ -5,6 +5,7 @@ import torch
 
 from ..luna_types import DETECTION_DATA, NOISE_SCAFFOLD
 from ..pipeline.crops import CROP_SIZES, PREVIEW_SIZE, MaskEdge, detail_canvas
+from ..pipeline.anchoring import resolve
 from ..pipeline.refine import RefineJob
 from ..pipeline.sampling import Sampler
 from .common import (CATEGORY, anchoring_inputs, check_scaffold_format, max_batch_input, sampler_inputs,
@@ -55,7 +56,7 @@ class LunaSAM3Detailer:
 
     def detail(self, image, master_scaffold, detection_data, model, positive, negative, vae, steps, cfg, sampler_name,
                scheduler, denoise, crop_size, context_padding, mask_dilation, mask_feather, vision_strength, max_batch,
-               labels, clip_vision=None):
+               labels, anchoring="auto", clip_vision=None, style_model=None):
         detections = [d for d in detection_data.detections if wanted(labels)(d)]
         if not detections:
             return image, torch.zeros(1, 64, 64, image.shape[-1], dtype=image.dtype, device=image.device)
@@ -67,7 +68,8 @@ class LunaSAM3Detailer:
             )
         check_scaffold_format(master_scaffold, model, vae)
         sampler = Sampler(model, steps, cfg, sampler_name, scheduler, denoise, master_scaffold.seed)
-        job = RefineJob(sampler, vae, positive, negative, master_scaffold.factor, max_batch, clip_vision, vision_strength)
+        anchor = resolve(anchoring, model, clip_vision, style_model, vision_strength)
+        job = RefineJob(sampler, vae, positive, negative, master_scaffold.factor, max_batch, anchor)
         return detail_canvas(job, image, master_scaffold, detections, CROP_SIZES[crop_size], context_padding,
                              MaskEdge(mask_dilation, mask_feather))
 

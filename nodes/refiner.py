@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from ..luna_types import NOISE_SCAFFOLD
+from ..pipeline.anchoring import resolve
 from ..pipeline.refine import RefineJob
 from ..pipeline.sampling import Sampler
 from ..kernels.planning import FIT_BAND, TILE_FITS
@@ -49,10 +50,11 @@ class LunaGlobalRefiner:
 
     def refine(self, image, master_scaffold, model, positive, negative, vae, tile_size, overlap, steps, cfg,
                sampler_name, scheduler, denoise, vision_strength, max_batch, tile_fit="fit", tiling=DEFAULT_TILING,
-               clip_vision=None):
+               anchoring="auto", clip_vision=None, style_model=None):
         check_scaffold_format(master_scaffold, model, vae)
         sampler = Sampler(model, steps, cfg, sampler_name, scheduler, denoise, master_scaffold.seed)
-        job = RefineJob(sampler, vae, positive, negative, master_scaffold.factor, max_batch, clip_vision, vision_strength)
+        anchor = resolve(anchoring, model, clip_vision, style_model, vision_strength)
+        job = RefineJob(sampler, vae, positive, negative, master_scaffold.factor, max_batch, anchor)
         return (refine_tiles(job, image, master_scaffold, tile_size, overlap, tiling, tile_fit),)
 
 

@@ -1,16 +1,24 @@
-"""CLIP-ViT anchoring: every vision token of a crop, projected into the text context, appended after the text tokens.
+"""Anchoring each crop and tile by its own image features, through mechanisms the diffusion models were trained on.
 
-ComfyUI's ClipVisionModel.encode_image resizes (bicubic, antialiased) and centre-crops to the model's image_size,
-quantises to 1/255 and normalises; its `last_hidden_state` is the encoder output before `post_layernorm` for
-CLIP-ViT (SigLIP applies the norm itself) and `image_embeds` is the projection of the class token only. Here the
-same layer norm and the model's own `visual_projection` are applied to every token (class token first).
+- ReVision (SDXL): the crop's CLIP-ViT-bigG image embedding, noise-augmented by the model's own augmentor (seeded
+  per region) and scaled by the strength, is the positive's pooled vector — ComfyUI's unCLIPConditioning recipe, one
+  embedding per batch item (ComfyUI would sum a batch of embeddings into one). SD2.1-unCLIP: the crop's embedding as
+  unclip_conditioning, one region per sampler call (its ADM input takes one embedding per call).
+- Style model (Flux Redux, the SD1 T2I style adapter): StyleModel.get_cond of the crop's CLIP-ViT output, times the
+  strength, appended after the text tokens: StyleModelApply's concatenation, per batch item.
+- Raw tokens (experimental, the spec's path): every CLIP-ViT token through post_layernorm and the visual projection,
+  appended after the text. CLIP trained that projection on the class token only, and no UNet was trained to read
+  these tokens: expect a diluted prompt rather than a structural lock.
+For style models and raw tokens the negative gets as many zero tokens, so cond and uncond have one length and share
+one UNet call per step (ComfyUI concatenates cross-attention only of compatible lengths).
 
-SDXL's context (2048) is CLIP-L's hidden state (768) followed by OpenCLIP-bigG's (1280); for an SDXL model a ViT-L/14
-(projection 768) or ViT-bigG/14 (1280) tower's tokens fill their own encoder's slot there, the other dims zero. Other
-models take only tokens as wide as their context.
+ComfyUI's encode_image resizes (bicubic, antialiased) and centre-crops to the encoder's image_size; the crops are
+brought to that size where they lie (`encoder_input`) before they go to the encoder's device.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -18,31 +26,120 @@ import torch.nn.functional as F
 
 Conditioning = list[list[Any]]
 
+ANCHORINGS = ("auto", "off", "revision", "style model", "raw tokens (experimental)")
+REVISION_WIDTH = 1280
 # token width -> zero dims (before, after) the tokens in SDXL's 2048-wide context.
 SDXL_SLOTS: dict[int, tuple[int, int]] = {768: (0, 1280), 1280: (768, 0)}
 
 
-def context_slots(model: Any) -> dict[int, tuple[int, int]]:
-    """Where a ComfyUI MODEL's text context takes vision tokens narrower than itself: SDXL's encoder slots, else none."""
+@dataclass(frozen=True)
+class Anchor:
+    """A resolved anchoring: `mode` one of ANCHORINGS but auto, with what it needs."""
+
+    mode: str
+    clip_vision: Any = None
+    style_model: Any = None
+    strength: float = 0.0
+
+    @property
+    def one_region_per_call(self) -> bool:
+        return self.mode == "revision-unclip"
+
+
+def _family(model: Any) -> str:
     import comfy.model_base
 
-    return SDXL_SLOTS if isinstance(getattr(model, "model", None), comfy.model_base.SDXL) else {}
+    base = getattr(model, "model", None)
+    if isinstance(base, comfy.model_base.SD21UNCLIP):
+        return "sd21-unclip"
+    if isinstance(base, comfy.model_base.SDXL):
+        return "sdxl"
+    return type(base).__name__
 
 
-def vision_tokens(clip_vision: Any, images: torch.Tensor) -> torch.Tensor:
-    """All tokens of a ComfyUI CLIP_VISION on images [B, H, W, 3] in 0..1 as visual_projection(post_layernorm(h)): [B, T, D] float32."""
-    import comfy.model_management
+def _projection_width(clip_vision: Any) -> int:
+    return int(clip_vision.model.visual_projection.weight.shape[0])
 
+
+def resolve(mode: str, model: Any, clip_vision: Any, style_model: Any, strength: float) -> Anchor | None:
+    """The anchoring to run, or None; `auto` picks what is connected; a pairing that cannot work is an error naming the fix."""
+    if mode not in ANCHORINGS:
+        raise ValueError(f"unknown anchoring {mode!r}; expected one of {', '.join(ANCHORINGS)}")
+    family = _family(model)
+    if mode == "auto":
+        if clip_vision is None or strength == 0:
+            return None
+        if style_model is not None:
+            mode = "style model"
+        elif family == "sd21-unclip" or (family == "sdxl" and _projection_width(clip_vision) == REVISION_WIDTH):
+            mode = "revision"
+        else:
+            mode = "raw tokens (experimental)"
+    if mode == "off" or strength == 0:
+        return None
+    if clip_vision is None:
+        raise ValueError(f"anchoring {mode!r} encodes each crop with CLIP-ViT: connect a CLIP_VISION (CLIPVisionLoader) "
+                         "or set anchoring to off")
+    if mode == "revision":
+        if family == "sd21-unclip":
+            return Anchor("revision-unclip", clip_vision, None, strength)
+        if family != "sdxl":
+            raise ValueError(
+                f"ReVision feeds the crop's image embedding through the model's ADM input, which SDXL and SD2.1-unCLIP "
+                f"models have; this model is {family}: use anchoring 'style model' with a style model for it, or "
+                "'raw tokens (experimental)', or off")
+        width = _projection_width(clip_vision)
+        if width != REVISION_WIDTH:
+            raise ValueError(
+                f"ReVision for SDXL takes a CLIP-ViT-bigG image embedding ({REVISION_WIDTH} wide, e.g. "
+                f"clip_vision_g.safetensors); this CLIP_VISION projects to {width}: load the bigG vision model")
+        return Anchor("revision", clip_vision, None, strength)
+    if mode == "style model":
+        if style_model is None:
+            raise ValueError("anchoring 'style model' needs a STYLE_MODEL (StyleModelLoader: Flux Redux, SD1 T2I style)")
+        return Anchor("style model", clip_vision, style_model, strength)
+    return Anchor(mode, clip_vision, None, strength)
+
+
+def context_slots(model: Any) -> dict[int, tuple[int, int]]:
+    """Where a ComfyUI MODEL's text context takes vision tokens narrower than itself: SDXL's encoder slots, else none."""
+    return SDXL_SLOTS if _family(model) == "sdxl" else {}
+
+
+def encoder_input(clip_vision: Any, images: torch.Tensor) -> torch.Tensor:
+    """images [B, H, W, 3] resized (bicubic, antialiased) and centre-cropped to the encoder's size as ComfyUI's
+    clip_preprocess does, where they lie, so encode_image gets small images and resizes nothing."""
     if images.ndim != 4 or images.shape[-1] < 3:
         raise ValueError(f"images must be [B, H, W, 3], got {tuple(images.shape)}")
+    size = getattr(clip_vision, "image_size", None)
+    if not isinstance(size, int) or getattr(clip_vision, "model_type", "") == "siglip2_vision_model":
+        return images[..., :3]
+    x = images[..., :3].movedim(-1, 1)
+    if x.shape[-2:] != (size, size):
+        scale = size / min(x.shape[-2:])
+        x = F.interpolate(x, size=(round(scale * x.shape[-2]), round(scale * x.shape[-1])), mode="bicubic", antialias=True)
+        top, left = (x.shape[-2] - size) // 2, (x.shape[-1] - size) // 2
+        x = x[..., top:top + size, left:left + size]
+    return x.movedim(1, -1)
+
+
+def encode(clip_vision: Any, images: torch.Tensor):
+    """ComfyUI's CLIP_VISION_OUTPUT of images [B, H, W, 3] in 0..1, one encoder call for the batch."""
+    with torch.no_grad():
+        return clip_vision.encode_image(encoder_input(clip_vision, images), crop=True)
+
+
+def vision_tokens(clip_vision: Any, output) -> torch.Tensor:
+    """All tokens of a CLIP_VISION_OUTPUT as visual_projection(post_layernorm(h)): [B, T, D] float32."""
+    import comfy.model_management
+
     model = clip_vision.model
     vision = getattr(model, "vision_model", None)
     projection = getattr(model, "visual_projection", None)
     if vision is None or projection is None:
         raise TypeError(f"{type(model).__name__} is not a CLIP/SigLIP vision model: it has no vision_model/visual_projection")
     with torch.no_grad():
-        hidden = clip_vision.encode_image(images[..., :3], crop=True)["last_hidden_state"]
-        hidden = hidden.to(clip_vision.load_device, torch.float32)
+        hidden = output["last_hidden_state"].to(clip_vision.load_device, torch.float32)
         if not getattr(vision, "output_layernorm", False):
             hidden = vision.post_layernorm(hidden)
         tokens = projection(hidden)
@@ -57,7 +154,8 @@ def _repeat_batch(tensor: torch.Tensor, batch: int, what: str) -> torch.Tensor:
     raise ValueError(f"{what} has batch {tensor.shape[0]} but the crops have batch {batch}: it must be 1 or {batch}")
 
 
-def fit_context(tokens: torch.Tensor, text_width: int, slots: dict[int, tuple[int, int]] | None = None) -> torch.Tensor:
+def fit_context(tokens: torch.Tensor, text_width: int, slots: dict[int, tuple[int, int]] | None = None,
+                what: str = "CLIP-ViT") -> torch.Tensor:
     """Tokens [B, T, D] in a text context of width `text_width`: as they are, or zero-padded into their slot."""
     width = tokens.shape[-1]
     if width == text_width:
@@ -65,28 +163,58 @@ def fit_context(tokens: torch.Tensor, text_width: int, slots: dict[int, tuple[in
     slot = (slots or {}).get(width)
     if slot is None or width + sum(slot) != text_width:
         raise ValueError(
-            f"CLIP-ViT projects to {width} but the model's text context is {text_width}: "
-            "use a CLIP vision model whose projection matches (SDXL: ViT-L/14 or ViT-bigG/14), "
-            "or set vision_strength 0 / disconnect clip_vision"
+            f"{what} tokens are {width} wide but the model's text context is {text_width}: use one made for this model "
+            "family (raw tokens: a CLIP vision model whose projection matches, SDXL: ViT-L/14 or ViT-bigG/14; style "
+            "models: Redux for Flux, the T2I style adapter for SD1.5), or set anchoring to off"
         )
     return F.pad(tokens, slot)
 
 
-def fuse_conditioning(conditioning: Conditioning, tokens: torch.Tensor | None, strength: float,
-                      slots: dict[int, tuple[int, int]] | None = None) -> Conditioning:
-    """Per cond entry [text repeated to B, strength * tokens fit to the context] on dim 1 -> [B, L + T, D], pooled_output repeated; tokens None or strength 0: unchanged."""
-    if tokens is None or strength == 0:
-        return conditioning
-    if tokens.ndim != 3:
-        raise ValueError(f"tokens must be [B, T, D], got {tuple(tokens.shape)}")
+def append_tokens(conditioning: Conditioning, tokens: torch.Tensor, slots: dict[int, tuple[int, int]] | None = None,
+                  what: str = "CLIP-ViT") -> Conditioning:
+    """Per entry [text repeated to B, tokens fit to the context] on dim 1 -> [B, L + T, D], pooled_output repeated."""
     batch = tokens.shape[0]
-    fused = []
+    out = []
     for cond, options in conditioning:
         text = _repeat_batch(cond, batch, "the text conditioning")
-        vision = fit_context(tokens.to(device=cond.device, dtype=cond.dtype) * strength, cond.shape[-1], slots)
+        extra = fit_context(tokens.to(device=cond.device, dtype=cond.dtype), cond.shape[-1], slots, what)
         options = dict(options)
         pooled = options.get("pooled_output")
         if isinstance(pooled, torch.Tensor):
             options["pooled_output"] = _repeat_batch(pooled, batch, "pooled_output").contiguous()
-        fused.append([torch.cat([text, vision], dim=1), options])
-    return fused
+        out.append([torch.cat([text, extra], dim=1), options])
+    return out
+
+
+def revision_pooled(model: Any, embeds: torch.Tensor, strength: float, seeds: Sequence[int]) -> torch.Tensor:
+    """ComfyUI's unclip_adm for SDXL, one embedding [D] at a time with its own seed: [B, 1280] pooled vectors."""
+    augmentor = model.model.noise_augmentor
+    device = next(augmentor.buffers()).device
+    out = []
+    with torch.no_grad():
+        for embed, seed in zip(embeds, seeds):
+            c_adm, _ = augmentor(embed[None].to(device, torch.float32), noise_level=torch.tensor([0], device=device), seed=seed)
+            out.append(c_adm[:, :REVISION_WIDTH] * strength)
+    return torch.cat(out).to(embeds.device)
+
+
+def anchor_batch(anchor: Anchor, model: Any, positive: Conditioning, negative: Conditioning, pixels: torch.Tensor,
+                 seeds: Sequence[int]) -> tuple[Conditioning, Conditioning]:
+    """The batch's (positive, negative) anchored by each region's pixels [B, H, W, 3] (module docstring)."""
+    output = encode(anchor.clip_vision, pixels)
+    batch = pixels.shape[0]
+    if anchor.mode == "revision":
+        pooled = revision_pooled(model, output["image_embeds"], anchor.strength, seeds)
+        return [[_repeat_batch(c, batch, "the text conditioning"), {**o, "pooled_output": pooled}] for c, o in positive], negative
+    if anchor.mode == "revision-unclip":
+        unclip = [{"clip_vision_output": output, "strength": anchor.strength, "noise_augmentation": 0.0}]
+        return [[c, {**o, "unclip_conditioning": o.get("unclip_conditioning", []) + unclip}] for c, o in positive], negative
+    if anchor.mode == "style model":
+        with torch.no_grad():
+            tokens = anchor.style_model.get_cond(output).float() * anchor.strength
+        what, slots = "the style model's", {}
+    else:
+        tokens = vision_tokens(anchor.clip_vision, output) * anchor.strength
+        what, slots = "CLIP-ViT", context_slots(model)
+    zeros = torch.zeros_like(tokens)
+    return append_tokens(positive, tokens, slots, what), append_tokens(negative, zeros, slots, what)

@@ -113,7 +113,8 @@ def refine_fused(job: "RefineJob", canvas: torch.Tensor, noise: torch.Tensor, re
         plan = batch_plan(job, tiles, conds, range(len(tiles)))
         batches = []
         for batch in plan:
-            positive, negative = batch_conditioning(job, [conds[i] for i in batch], crop(canvas, [tiles[i] for i in batch]))
+            members = [tiles[i] for i in batch]
+            positive, negative = batch_conditioning(job, members, [conds[i] for i in batch], crop(canvas, members))
             batches.append(TileBatch(tuple(layers[i].rect for i in batch), positive, negative))
         latent = vae_calls.encode_canvas(job.vae, canvas[b:b + 1])
         start = noise.to(latent)

@@ -14,10 +14,10 @@ import torch
 import torch.nn.functional as F
 
 from ..kernels.compositing import add_share_, lerp_, sequential_share, share
-from ..kernels.noise import slice_noise
+from ..kernels.noise import region_seed, slice_noise
 from ..kernels.resample import downscale_noise
 from . import vae as vae_calls
-from .anchoring import context_slots, fuse_conditioning, vision_tokens
+from .anchoring import Anchor, anchor_batch
 from .batching import max_batch_for, plan_batches, run_halving
 from .conditioning import Place, for_region, signature, stack
 from .progress import Progress
@@ -38,8 +38,7 @@ class RefineJob:
     negative: Conditioning
     factor: int
     max_batch: int
-    clip_vision: Any = None
-    vision_strength: float = 0.0
+    anchor: Anchor | None = None
 
 
 def resize(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -76,14 +75,15 @@ def conditioning_for(job: RefineJob, regions: Sequence[Region], canvas: torch.Te
                                for_region(job.negative, place_of(job, r, canvas), "negative")) for r in regions]
 
 
-def batch_conditioning(job: RefineJob, conds: Sequence[RegionConditioning], pixels: torch.Tensor) -> tuple[Conditioning, Conditioning]:
-    """The batch's positive and negative: the regions' own stacked, each region's CLIP-ViT tokens appended."""
+def batch_conditioning(job: RefineJob, regions: Sequence[Region], conds: Sequence[RegionConditioning],
+                       pixels: torch.Tensor) -> tuple[Conditioning, Conditioning]:
+    """The batch's positive and negative: the regions' own stacked, each anchored by its pixels [B, h, w, 3]."""
     controls: dict = {}
     positive = stack([c.positive for c in conds], controls)
     negative = stack([c.negative for c in conds], controls)
-    if job.clip_vision is not None and job.vision_strength != 0:
-        tokens = vision_tokens(job.clip_vision, pixels)
-        positive = fuse_conditioning(positive, tokens, job.vision_strength, context_slots(job.sampler.model))
+    if job.anchor is not None:
+        seeds = [region_seed(job.sampler.seed, r.rect) for r in regions]
+        positive, negative = anchor_batch(job.anchor, job.sampler.model, positive, negative, pixels, seeds)
     return positive, negative
 
 
@@ -121,7 +121,7 @@ def refine_batch(job: RefineJob, source: torch.Tensor, noise: torch.Tensor, regi
     masks = [r.noise_mask for r in regions]
     noise_mask = None if masks[0] is None else torch.stack(masks)[:, None]
     step_noise = RegionNoise(job.sampler.seed, noise_sites(job, regions), latent.shape[1], latent.device, latent.dtype)
-    positive, negative = batch_conditioning(job, conds, pixels)
+    positive, negative = batch_conditioning(job, regions, conds, pixels)
     samples = sample(job.sampler, start.to(latent), latent, positive, negative, step_noise,
                      noise_mask=noise_mask, callback=progress.callback(job.sampler.steps))
     refined = vae_calls.decode(job.vae, samples).to(source)
@@ -142,6 +142,8 @@ def batch_plan(job: RefineJob, regions: Sequence[Region], conds: Sequence[Region
 
     def size(k) -> int:
         (w, h), _, _, _ = k
+        if job.anchor is not None and job.anchor.one_region_per_call:
+            return 1
         return max_batch_for(model, [1, channels, h // f, w // f], job.max_batch, job.sampler.sampler_name)
 
     return plan_batches(members, key, size)

@@ -40,9 +40,10 @@ def test_tiny_benchmark_meters_unet_calls_and_one_image_encoding_for_all_concept
     # in one call per step.
     assert rows["detailer"]["unet_batches"] == {"4": steps}
     assert rows["detailer_sequential_ksampler"]["unet_batches"] == {"2": 2 * steps}
-    # Anchored prompts (77 + 17 tokens) do not concatenate with the 77-token negative: twice the calls, same FLOPs.
-    assert rows["detailer+clip_vit"]["unet_batches"] == {"2": 2 * steps}
-    assert rows["detailer+clip_vit"]["context_lengths"] == [77, 94]
+    # Anchored (raw tokens on this SD1.5-shaped model): 77 + 17 tokens, the negative padded with 17 zero tokens, so
+    # cond and uncond still share one call per step.
+    assert rows["detailer+clip_vit"]["unet_batches"] == {"4": steps}
+    assert rows["detailer+clip_vit"]["context_lengths"] == [94]
     assert rows["detailer"]["unet_tflop"] > 0
     for name in ("detector_first_call_b1", "detector_warm_b1", "detector_warm_b4"):
         assert rows[name]["vision_calls"] == 1

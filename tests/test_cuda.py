@@ -21,7 +21,7 @@ from luna_semantic_detailer.kernels.detections import connected_regions, mask_bo
 from luna_semantic_detailer.kernels.compositing import Layer, add_share_, lerp_, share, tile_layers
 from luna_semantic_detailer.kernels.masks import detection_alpha, smoothstep
 from luna_semantic_detailer.kernels.planning import plan_tiles
-from luna_semantic_detailer.pipeline.anchoring import SDXL_SLOTS, fuse_conditioning
+from luna_semantic_detailer.pipeline.anchoring import SDXL_SLOTS, append_tokens
 from luna_semantic_detailer.kernels.noise import make_scaffold, slice_noise
 from luna_semantic_detailer.kernels.regions import box_mask, mask_regions
 from luna_semantic_detailer.kernels.resample import bridge_shape, downscale_noise, integral_downscale
@@ -278,24 +278,24 @@ def test_connected_regions_of_an_empty_cuda_mask_are_none():
     assert connected_regions(torch.zeros(8, 8, device="cuda")) == []
 
 
-# --- fusion -----------------------------------------------------------------------------------------------------
+# --- anchoring -----------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("token_width,before,after", [(64, 0, 0), (768, 0, 1280), (1280, 768, 0)])
-def test_fuse_conditioning_with_cuda_tokens_matches_the_closed_form_on_the_conditionings_device(token_width, before, after):
+def test_appended_cuda_tokens_match_the_closed_form_on_the_conditionings_device(token_width, before, after):
     g = gen(14)
     width = token_width + before + after
     text = torch.randn((1, 77, width), generator=g)
     pooled = torch.randn((1, 1280), generator=g)
     tokens = torch.randn((3, 5, token_width), generator=g)
-    (fused, options), = fuse_conditioning([[text, {"pooled_output": pooled}]], tokens.cuda(), 0.7, SDXL_SLOTS)
+    (fused, options), = append_tokens([[text, {"pooled_output": pooled}]], tokens.cuda() * 0.7, SDXL_SLOTS)
     assert fused.device.type == "cpu" and fused.dtype == text.dtype
     vision = torch.cat([torch.zeros(3, 5, before, dtype=torch.float64), 0.7 * tokens.double(),
                         torch.zeros(3, 5, after, dtype=torch.float64)], dim=-1)
     expected = torch.cat([text.double().expand(3, -1, -1), vision], dim=1)
     torch.testing.assert_close(fused.double(), expected, rtol=0, atol=1e-6)
     assert torch.equal(options["pooled_output"], pooled.expand(3, -1))
-    (on_cuda, _), = fuse_conditioning([[text.cuda(), {}]], tokens, 0.7, SDXL_SLOTS)
+    (on_cuda, _), = append_tokens([[text.cuda(), {}]], tokens * 0.7, SDXL_SLOTS)
     assert on_cuda.device.type == "cuda"
     torch.testing.assert_close(on_cuda.cpu().double(), expected, rtol=0, atol=1e-6)
 

@@ -208,7 +208,7 @@ def test_detections_for_a_missing_image_are_a_clear_error():
 
 def test_each_crop_carries_its_own_clip_vision_tokens():
     from fixtures.tiny_models import tiny_clip_vision
-    from luna_semantic_detailer.pipeline.anchoring import vision_tokens
+    from luna_semantic_detailer.pipeline.anchoring import encode, vision_tokens
 
     image = smooth_canvas(1, 1024, 1024, seed=9)
     image[:, 512:] = 1 - image[:, 512:]
@@ -218,7 +218,7 @@ def test_each_crop_carries_its_own_clip_vision_tokens():
     (cond,) = [call["positive"][0][0] for call in calls]
     crops = sorted((plan_crop(d.box, 1024, 1024, 1.5, (512,), 8) for d in data.detections), key=lambda c: (c.x, c.y))
     pixels = torch.stack([image[0, c.y:c.y + c.size, c.x:c.x + c.size] for c in crops])
-    expected = 0.7 * vision_tokens(tiny_clip_vision(0), pixels)
+    expected = 0.7 * vision_tokens(tiny_clip_vision(0), encode(tiny_clip_vision(0), pixels))
     assert cond.shape[0] == 2
     torch.testing.assert_close(cond[:, 77:], expected.to(cond), atol=1e-5, rtol=1e-5)
     assert not torch.allclose(cond[0, 77:], cond[1, 77:])
