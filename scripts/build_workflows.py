@@ -21,8 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "example_workflows"
 
 # Model file names the workflows expect (README: "Bundled workflows").
-CHECKPOINT = "sd_v1-5.safetensors"
-CLIP_VISION = "clip_vision_vit_l.safetensors"
+CHECKPOINT = "sd_xl_base_1.0.safetensors"
+CLIP_VISION = "clip_vision_g.safetensors"
 UPSCALER = "4x-UltraSharp.pth"
 SAM3 = "model.safetensors"
 INPUT_IMAGE = "example.png"
@@ -89,14 +89,15 @@ def shared(clip_vision: bool = True) -> dict:
 def detailer(pos, image, scaffold="scaffold", detections=("detect", 0), clip_vision=True, **values) -> Node:
     return Node("detail", "LunaSAM3Detailer", pos,
                 {**sampler(25, 0.45), "crop_size": "auto (1024 / 1536)", "context_padding": 1.5, "mask_dilation": 16,
-                 "mask_feather": 32, "vision_strength": 0.5, "max_batch": 4, "labels": "", **values},
+                 "mask_feather": 32, "vision_strength": 0.8, "max_batch": 4, "labels": "", "anchoring": "auto", **values},
                 {"image": image, "master_scaffold": (scaffold, 0), "detection_data": detections, **shared(clip_vision)},
                 width=380)
 
 
 def refiner(pos, image, scaffold="scaffold") -> Node:
     return Node("refine", "LunaGlobalRefiner", pos,
-                {"tile_size": 1024, "overlap": 128, **sampler(25, 0.3), "vision_strength": 0.5, "max_batch": 4},
+                {"tile_size": 1024, "overlap": 128, **sampler(25, 0.3), "vision_strength": 0.8, "max_batch": 4,
+                 "anchoring": "auto"},
                 {"image": image, "master_scaffold": (scaffold, 0), **shared()}, width=380)
 
 

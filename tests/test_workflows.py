@@ -190,7 +190,7 @@ def test_bad_input_is_a_clear_node_error_and_the_next_prompt_runs(breakage, mess
     good = for_tests(api("lsd_global_only"), input_image)
     bad = json.loads(json.dumps(good))
     if breakage == "missing_model":
-        bad = api("lsd_global_only")  # the shipped file: sd_v1-5.safetensors is not in the test host
+        bad = api("lsd_global_only")  # the shipped file: sd_xl_base_1.0.safetensors is not in the test host
         fault(bad, "LoadImage")["inputs"]["image"] = input_image
     elif breakage == "wrong_type":
         fault(bad, "LunaGlobalRefiner")["inputs"]["master_scaffold"] = fault(bad, "LunaGlobalRefiner")["inputs"]["image"]
