@@ -85,3 +85,14 @@ def image_index_input(what: str) -> dict:
 
 def max_batch_input() -> dict:
     return {"max_batch": ("INT", {"default": 4, "min": 1, "max": 64, "tooltip": "Most crops/tiles sampled in one call; also bounded by free memory, and halved on out-of-memory. Batching pays on a GPU; on a CPU 1–2 is as fast."})}
+
+
+COLOR_MATCHES = ("off", "low-frequency")
+
+
+def color_match_input() -> dict:
+    """The optional colour match of each refined crop/tile to the input's low frequencies."""
+    return {"color_match": (list(COLOR_MATCHES), {"default": "off", "tooltip": (
+        "low-frequency: each refined crop/tile keeps its detail but takes the input's local colour and tone "
+        "(its blur over 1/8 of the region's side is replaced by the input's) before it is blended, so no tile or crop "
+        "can shift colour against its surroundings. off: the sampler's colours as they come.")})}

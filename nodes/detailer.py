@@ -6,10 +6,11 @@ import torch
 from ..luna_types import DETECTION_DATA, NOISE_SCAFFOLD
 from ..pipeline.crops import CROP_SIZES, PREVIEW_SIZE, MaskEdge, detail_canvas
 from ..pipeline.anchoring import resolve
+from ..pipeline.prompts import PROMPT_MODES, label_positives
 from ..pipeline.refine import RefineJob
 from ..pipeline.sampling import Sampler
-from .common import (CATEGORY, anchoring_inputs, check_scaffold_format, max_batch_input, sampler_inputs,
-                     vision_strength_input)
+from .common import (CATEGORY, anchoring_inputs, check_scaffold_format, color_match_input, max_batch_input,
+                     sampler_inputs, vision_strength_input)
 
 
 def wanted(labels: str):
@@ -51,12 +52,19 @@ class LunaSAM3Detailer:
                 **max_batch_input(),
                 "labels": ("STRING", {"default": "", "tooltip": "Refine only these labels, comma-separated (e.g. 'face'); empty refines all."}),
             },
-            "optional": anchoring_inputs(),
+            "optional": {
+                "clip": ("CLIP", {"tooltip": "The checkpoint's CLIP: encodes label_prompts (as CLIPTextEncode does: embeddings and (word:1.2) weights work)."}),
+                "label_prompts": ("STRING", {"default": "", "multiline": True, "tooltip": "A prompt per detection label, one line each: `face: detailed face, sharp eyes`, `hand: a hand with five fingers`, `*: ...` for every other label. Labels without a line keep the positive prompt. Needs the clip input."}),
+                "label_prompt_mode": (list(PROMPT_MODES), {"default": "append", "tooltip": "append: the label's prompt after the positive prompt (ConditioningConcat); replace: the label's prompt instead of it."}),
+                **color_match_input(),
+                **anchoring_inputs(),
+            },
         }
 
     def detail(self, image, master_scaffold, detection_data, model, positive, negative, vae, steps, cfg, sampler_name,
                scheduler, denoise, crop_size, context_padding, mask_dilation, mask_feather, vision_strength, max_batch,
-               labels, anchoring="auto", clip_vision=None, style_model=None):
+               labels, clip=None, label_prompts="", label_prompt_mode="append", color_match="off", anchoring="auto",
+               clip_vision=None, style_model=None):
         detections = [d for d in detection_data.detections if wanted(labels)(d)]
         if not detections:
             return image, torch.zeros(1, 64, 64, image.shape[-1], dtype=image.dtype, device=image.device)
@@ -69,7 +77,9 @@ class LunaSAM3Detailer:
         check_scaffold_format(master_scaffold, model, vae)
         sampler = Sampler(model, steps, cfg, sampler_name, scheduler, denoise, master_scaffold.seed)
         anchor = resolve(anchoring, model, clip_vision, style_model, vision_strength)
-        job = RefineJob(sampler, vae, positive, negative, master_scaffold.factor, max_batch, anchor)
+        per_label = label_positives(clip, label_prompts, positive, label_prompt_mode)
+        job = RefineJob(sampler, vae, positive, negative, master_scaffold.factor, max_batch, anchor, per_label,
+                        color_match == "low-frequency")
         return detail_canvas(job, image, master_scaffold, detections, CROP_SIZES[crop_size], context_padding,
                              MaskEdge(mask_dilation, mask_feather))
 

@@ -7,8 +7,8 @@ from ..pipeline.refine import RefineJob
 from ..pipeline.sampling import Sampler
 from ..kernels.planning import FIT_BAND, TILE_FITS
 from ..pipeline.tiles import TILINGS, refine_tiles
-from .common import (CATEGORY, anchoring_inputs, check_scaffold_format, max_batch_input, sampler_inputs,
-                     vision_strength_input)
+from .common import (CATEGORY, anchoring_inputs, check_scaffold_format, color_match_input, max_batch_input,
+                     sampler_inputs, vision_strength_input)
 
 DEFAULT_TILING = "parallel"
 
@@ -44,17 +44,19 @@ class LunaGlobalRefiner:
             "optional": {
                 "tile_fit": (list(TILE_FITS), {"default": "fit", "tooltip": f"fit: per axis the fewest tiles, each resized to the canvas within {FIT_BAND[0]:g}-{FIT_BAND[1]:g}x tile_size (on the latent grid, rectangular if need be), so overlaps stay near `overlap` and the least area is sampled (4096² at 1024/128: 16 tiles of 1120², 20.1 MP, instead of 25 of 1024², 26.2 MP). exact: every tile tile_size, overlaps grow to fill the canvas. Every tile still samples its exact 1:1 scaffold slice."}),
                 "tiling": (list(TILINGS), {"default": DEFAULT_TILING, "tooltip": "How the tiles agree. " + " ".join(f"{k}: {v}." for k, v in TILINGS.items()) + " parallel won the fidelity table (BENCHMARKS.md)."}),
+                **color_match_input(),
                 **anchoring_inputs(),
             },
         }
 
     def refine(self, image, master_scaffold, model, positive, negative, vae, tile_size, overlap, steps, cfg,
                sampler_name, scheduler, denoise, vision_strength, max_batch, tile_fit="fit", tiling=DEFAULT_TILING,
-               anchoring="auto", clip_vision=None, style_model=None):
+               color_match="off", anchoring="auto", clip_vision=None, style_model=None):
         check_scaffold_format(master_scaffold, model, vae)
         sampler = Sampler(model, steps, cfg, sampler_name, scheduler, denoise, master_scaffold.seed)
         anchor = resolve(anchoring, model, clip_vision, style_model, vision_strength)
-        job = RefineJob(sampler, vae, positive, negative, master_scaffold.factor, max_batch, anchor)
+        job = RefineJob(sampler, vae, positive, negative, master_scaffold.factor, max_batch, anchor,
+                        color_match=color_match == "low-frequency")
         return (refine_tiles(job, image, master_scaffold, tile_size, overlap, tiling, tile_fit),)
 
 

@@ -101,7 +101,8 @@ def refine_fused(job: "RefineJob", canvas: torch.Tensor, noise: torch.Tensor, re
     """
     from . import vae as vae_calls
     from .progress import Progress
-    from .refine import batch_conditioning, batch_plan, conditioning_for, crop
+    from ..kernels.color import match_low_frequencies
+    from .refine import COLOR_SIGMA, batch_conditioning, batch_plan, conditioning_for, crop
     from .step_noise import NoiseSite, RegionNoise, region_sampler
 
     settings = job.sampler
@@ -129,4 +130,7 @@ def refine_fused(job: "RefineJob", canvas: torch.Tensor, noise: torch.Tensor, re
             samples = guider.sample(start, latent, region_sampler(settings.sampler_name, step_noise), settings.sigmas(),
                                     callback=progress.callback(settings.steps), disable_pbar=True, seed=settings.seed)
         out[b:b + 1] = vae_calls.decode_canvas(job.vae, samples.to(comfy.model_management.intermediate_device())).to(out)
+        if job.color_match:
+            side = min(min(r.rect[2], r.rect[3]) for r in tiles)
+            out[b:b + 1] = match_low_frequencies(out[b:b + 1], canvas[b:b + 1], side / COLOR_SIGMA)
     return out

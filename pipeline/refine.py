@@ -6,13 +6,14 @@ per-step noise, one VAE decode; then the compositor (`kernels.compositing`) puts
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from ..kernels.color import match_low_frequencies
 from ..kernels.compositing import add_share_, lerp_, sequential_share, share
 from ..kernels.noise import region_seed, slice_noise
 from ..kernels.resample import downscale_noise
@@ -21,6 +22,7 @@ from .anchoring import Anchor, anchor_batch
 from .batching import max_batch_for, plan_batches, run_halving
 from .conditioning import Place, for_region, signature, stack
 from .progress import Progress
+from .prompts import positive_for
 from .regions import Region
 from .sampling import Sampler, sample
 from .step_noise import NoiseSite, RegionNoise
@@ -39,6 +41,11 @@ class RefineJob:
     factor: int
     max_batch: int
     anchor: Anchor | None = None
+    label_positive: Mapping[str, Conditioning] = field(default_factory=dict)
+    color_match: bool = False
+
+
+COLOR_SIGMA = 8  # the low-frequency colour match blurs over 1/COLOR_SIGMA of a region's shorter side
 
 
 def resize(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -71,7 +78,8 @@ def place_of(job: RefineJob, region: Region, canvas: torch.Tensor) -> Place:
 
 def conditioning_for(job: RefineJob, regions: Sequence[Region], canvas: torch.Tensor) -> list[RegionConditioning]:
     """Each region's own positive and negative."""
-    return [RegionConditioning(for_region(job.positive, place_of(job, r, canvas), "positive"),
+    return [RegionConditioning(for_region(positive_for(r.label, job.label_positive, job.positive), place_of(job, r, canvas),
+                                          "positive"),
                                for_region(job.negative, place_of(job, r, canvas), "negative")) for r in regions]
 
 
@@ -125,6 +133,8 @@ def refine_batch(job: RefineJob, source: torch.Tensor, noise: torch.Tensor, regi
     samples = sample(job.sampler, start.to(latent), latent, positive, negative, step_noise,
                      noise_mask=noise_mask, callback=progress.callback(job.sampler.steps))
     refined = vae_calls.decode(job.vae, samples).to(source)
+    if job.color_match:
+        refined = match_low_frequencies(refined, pixels, min(refined.shape[1:3]) / COLOR_SIGMA)
     return torch.cat([resize(x[None], (r.rect[2], r.rect[3])).clamp_(0, 1) if not r.one_to_one else x[None]
                       for r, x in zip(regions, refined)])
 
