@@ -86,12 +86,20 @@ def shared(clip_vision: bool = True) -> dict:
     return links
 
 
-def detailer(pos, image, scaffold="scaffold", detections=("detect", 0), clip_vision=True, **values) -> Node:
+LABEL_PROMPTS = ("face: detailed face, natural skin texture, sharp eyes\n"
+                 "hand: a natural hand with five fingers, detailed knuckles and nails")
+
+
+def detailer(pos, image, scaffold="scaffold", detections=("detect", 0), clip_vision=True, label_prompts=False,
+             **values) -> Node:
+    links = {"image": image, "master_scaffold": (scaffold, 0), "detection_data": detections, **shared(clip_vision)}
+    if label_prompts:
+        links["clip"] = ("ckpt", 1)
+        values = {"label_prompts": LABEL_PROMPTS, "label_prompt_mode": "append", **values}
     return Node("detail", "LunaSAM3Detailer", pos,
                 {**sampler(25, 0.45), "crop_size": "auto (1024 / 1536)", "context_padding": 1.5, "mask_dilation": 16,
                  "mask_feather": 32, "vision_strength": 0.8, "max_batch": 4, "labels": "", "anchoring": "auto", **values},
-                {"image": image, "master_scaffold": (scaffold, 0), "detection_data": detections, **shared(clip_vision)},
-                width=380)
+                links, width=380)
 
 
 def refiner(pos, image, scaffold="scaffold") -> Node:
@@ -181,7 +189,7 @@ def detail_only() -> Workflow:
         Node("detect", "LunaSAM3Detector", (1180, 0),
              {"prompts": "face, hand", "threshold": 0.5, "max_detections": 20, "min_area": 0.0005, "detect_resolution": 1008},
              {"sam3": ("sam3", 0), "image": ("load", 0)}, width=380),
-        detailer((1600, 0), ("load", 0)),
+        detailer((1600, 0), ("load", 0), label_prompts=True),
         Node("save", "SaveImage", (2030, 0), {"filename_prefix": "lsd/detailed"}, {"images": ("detail", 0)}, width=400),
         Node("crops", "PreviewImage", (2030, 460), {}, {"images": ("detail", 1)}, title="Detailer crops", width=400),
     ]
@@ -193,7 +201,8 @@ def detail_only() -> Workflow:
         Group("5 · Save", ["save", "crops"], BROWN),
     ]
     return Workflow("lsd_detail_only", nodes, groups,
-                    "Load an existing image, find faces and hands with SAM3, repaint each in a 1024/1536 crop, save.")
+                    "Load an existing image, find faces and hands with SAM3, repaint each in a 1024/1536 crop with "
+                    "its label's own prompt (label_prompts), save.")
 
 
 def global_only() -> Workflow:

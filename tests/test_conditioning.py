@@ -250,3 +250,27 @@ def test_masked_prompts_reach_exactly_the_tiles_they_cover():
     for call in calls:
         if len(call["positive"]) == 2:
             assert call["positive"][1][1]["mask"].shape[0] == call["noise"].shape[0]
+
+
+def test_an_area_prompt_from_conditioning_set_area_reaches_exactly_the_tiles_it_covers():
+    import nodes
+
+    image = smooth_canvas(1, 256, 384, seed=8)
+    (area,) = nodes.ConditioningSetArea().append(encode_prompt("a red wall"), 128, 256, 0, 0, 1.0)
+    positive = nodes.ConditioningCombine().combine(text(), area)[0]
+    with sampler_spy() as calls:
+        refine(image, positive, max_batch=8)
+    tiles = canvas_tiles(384, 256, 128, 32, 8, "fit")
+    seen = []
+    for call in calls:
+        for entry in call["positive"][1:]:
+            seen.extend([entry[1].get("area")] * call["noise"].shape[0])
+    expected = []
+    for t in tiles:
+        if t.x >= 128:
+            continue
+        x0, x1 = t.x // 8, min(t.x + t.width, 128) // 8
+        whole = x0 == t.x // 8 and x1 == (t.x + t.width) // 8
+        expected.append(None if whole else (t.height // 8, x1 - x0, 0, 0))
+    assert sorted(map(str, seen)) == sorted(map(str, expected))
+    assert sum(call["noise"].shape[0] for call in calls) == len(tiles)
