@@ -17,13 +17,18 @@ class LatentSpec:
 LATENT_FORMATS: dict[str, LatentSpec] = {
     "SD1.5 / SDXL (4 ch, ÷8)": LatentSpec(4, 8),
     "SD3 / Flux (16 ch, ÷8)": LatentSpec(16, 8),
+    "Flux.1 / Chroma (16 ch, ÷8)": LatentSpec(16, 8),
+    "Flux.2 (128 ch, ÷16)": LatentSpec(128, 16),
+    "Z-Image (16 ch, ÷8)": LatentSpec(16, 8),
+    "Qwen-Image (16 ch, ÷8)": LatentSpec(16, 8),
+    "SD3 / SD3.5 (16 ch, ÷8)": LatentSpec(16, 8),
 }
 
 
 def vae_latent_spec(vae) -> LatentSpec:
-    """Latent channels and spatial factor of a ComfyUI VAE."""
+    """Latent channels and spatial factor of a ComfyUI VAE (any factor the VAE has; a video VAE's spatial one)."""
     ratio = vae.downscale_ratio
-    factor = ratio if isinstance(ratio, int) else getattr(vae, "spacial_compression_encode", lambda: 8)()
+    factor = ratio if isinstance(ratio, int) else vae.spacial_compression_encode()
     return LatentSpec(int(vae.latent_channels), int(factor))
 
 

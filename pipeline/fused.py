@@ -103,6 +103,7 @@ def refine_fused(job: "RefineJob", canvas: torch.Tensor, noise: torch.Tensor, re
     from .progress import Progress
     from ..kernels.color import match_low_frequencies
     from .refine import COLOR_SIGMA, batch_conditioning, batch_plan, conditioning_for, crop
+    from .sampling import from_model, to_model
     from .step_noise import NoiseSite, RegionNoise, region_sampler
 
     settings = job.sampler
@@ -127,8 +128,10 @@ def refine_fused(job: "RefineJob", canvas: torch.Tensor, noise: torch.Tensor, re
                                  latent.device, latent.dtype)
         guider = FusedGuider(settings.model, settings.cfg, batches, layers)
         with torch.no_grad():
-            samples = guider.sample(start, latent, region_sampler(settings.sampler_name, step_noise), settings.sigmas(),
-                                    callback=progress.callback(settings.steps), disable_pbar=True, seed=settings.seed)
+            samples = from_model(guider.sample(to_model(settings.model, start), to_model(settings.model, latent),
+                                               region_sampler(settings.sampler_name, step_noise), settings.sigmas(),
+                                               callback=progress.callback(settings.steps), disable_pbar=True,
+                                               seed=settings.seed))
         out[b:b + 1] = vae_calls.decode_canvas(job.vae, samples.to(comfy.model_management.intermediate_device())).to(out)
         if job.color_match:
             side = min(min(r.rect[2], r.rect[3]) for r in tiles)

@@ -58,18 +58,30 @@ def check_conditioning(conditioning: Conditioning, batch: int, name: str) -> Non
             )
 
 
+def to_model(model: Any, latent: torch.Tensor) -> torch.Tensor:
+    """An image latent [B, C, h, w] in the layout the model samples: [B, C, 1, h, w] for models of video latents."""
+    return latent.unsqueeze(2) if model.get_model_object("latent_format").latent_dimensions == 3 else latent
+
+
+def from_model(latent: torch.Tensor) -> torch.Tensor:
+    """The image latent [B, C, h, w] of a sampled latent (its single frame for models of video latents)."""
+    return latent[:, :, 0] if latent.ndim == 5 else latent
+
+
 def sample(settings: Sampler, noise: torch.Tensor, latent: torch.Tensor, positive: Conditioning, negative: Conditioning,
            step_noise: RegionNoise, noise_mask: torch.Tensor | None = None, callback: Callable | None = None) -> torch.Tensor:
     """One ComfyUI sampler call on a batch: raw latent [B, C, h, w] from start noise [B, C, h, w], used as is."""
     import comfy.sample
     import comfy.utils
 
-    check_latents(settings.model, noise, latent)
+    model = settings.model
+    check_latents(model, noise, latent)
     check_conditioning(positive, latent.shape[0], "positive")
     check_conditioning(negative, latent.shape[0], "negative")
     with torch.no_grad():
-        return comfy.sample.sample_custom(
-            settings.model, noise, settings.cfg, region_sampler(settings.sampler_name, step_noise), settings.sigmas(),
-            positive, negative, latent, noise_mask=noise_mask, callback=callback,
+        return from_model(comfy.sample.sample_custom(
+            model, to_model(model, noise), settings.cfg, region_sampler(settings.sampler_name, step_noise),
+            settings.sigmas(), positive, negative, to_model(model, latent),
+            noise_mask=None if noise_mask is None else to_model(model, noise_mask), callback=callback,
             disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=settings.seed,
-        )
+        ))

@@ -16,16 +16,21 @@ class ScaffoldNoise:
 
     def generate_noise(self, input_latent: dict) -> torch.Tensor:
         latent = input_latent["samples"]
-        if latent.ndim != 4:
-            raise ValueError(f"LunaScaffoldNoise needs an image latent [B, C, H, W], got shape {list(latent.shape)}.")
-        batch, channels, height, width = latent.shape
+        frames = latent.shape[2] if latent.ndim == 5 else None
+        if latent.ndim not in (4, 5) or frames not in (None, 1):
+            raise ValueError(
+                f"LunaScaffoldNoise needs an image latent [B, C, H, W] (or a video model's single frame [B, C, 1, H, W]), "
+                f"got shape {list(latent.shape)}: the scaffold is the noise of one still canvas.")
+        batch, channels, height, width = latent.shape[0], latent.shape[1], latent.shape[-2], latent.shape[-1]
         if channels != self.scaffold.channels:
             raise ValueError(
                 f"The latent has {channels} channels but the scaffold {self.scaffold.channels}: "
                 "connect the model's VAE to LunaNoiseScaffold."
             )
-        noise = scaffold_at(self.scaffold, height, width)
-        return noise.expand(batch, -1, -1, -1).to(dtype=latent.dtype).contiguous()
+        noise = scaffold_at(self.scaffold, height, width).expand(batch, -1, -1, -1)
+        if frames is not None:
+            noise = noise.unsqueeze(2)
+        return noise.to(dtype=latent.dtype).contiguous()
 
 
 def scaffold_at(scaffold: NoiseScaffold, height: int, width: int) -> torch.Tensor:

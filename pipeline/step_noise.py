@@ -125,9 +125,10 @@ def region_sampler(name: str, noise: RegionNoise):
 
     def sample(model, x, sigmas, extra_args=None, callback=None, disable=None, **options):
         if renoise:
-            model.noise = noise.draw(RENOISE_STREAM).to(x)
+            model.noise = noise.draw(RENOISE_STREAM).to(x).reshape(x.shape)
         if takes_noise and options.get("noise_sampler") is None:
-            options["noise_sampler"] = noise.brownian(sigmas) if brownian else noise.plain()
+            draws = noise.brownian(sigmas) if brownian else noise.plain()
+            options["noise_sampler"] = lambda sigma, sigma_next: draws(sigma, sigma_next).reshape(x.shape)
         return function(model, x, sigmas, extra_args=extra_args, callback=callback, disable=disable, **options)
 
     return comfy.samplers.KSAMPLER(sample, extra_options=dict(base.extra_options), inpaint_options={})

@@ -18,11 +18,30 @@ def check_pixels(vae: Any, pixels: torch.Tensor) -> None:
         )
 
 
+def _image_latent(latent: torch.Tensor) -> torch.Tensor:
+    """A video VAE's latent of still images, [B, C, 1, h, w], as the image latent [B, C, h, w] the pipeline works in."""
+    if latent.ndim == 5:
+        if latent.shape[2] != 1:
+            raise ValueError(f"a still image encoded to {latent.shape[2]} latent frames; expected 1")
+        return latent[:, :, 0]
+    return latent
+
+
+def _pixels(images: torch.Tensor) -> torch.Tensor:
+    """Decoded frames [B, T, H, W, 3] of a video VAE as images [B*T, H, W, 3] (as ComfyUI's VAEDecode does)."""
+    return images.reshape(-1, *images.shape[-3:]) if images.ndim == 5 else images
+
+
+def _vae_latent(vae: Any, latent: torch.Tensor) -> torch.Tensor:
+    return latent.unsqueeze(2) if getattr(vae, "latent_dim", 2) == 3 else latent
+
+
 def encode(vae: Any, pixels: torch.Tensor) -> torch.Tensor:
-    """One ComfyUI VAE.encode call for the batch: pixels [B, H, W, 3] in 0..1 -> raw latent [B, C, H/f, W/f]."""
+    """One ComfyUI VAE.encode call for the batch: pixels [B, H, W, 3] in 0..1 -> raw latent [B, C, H/f, W/f]
+    (a video VAE's single latent frame)."""
     check_pixels(vae, pixels)
     with torch.no_grad():
-        return vae.encode(pixels[..., :3])
+        return _image_latent(vae.encode(pixels[..., :3]))
 
 
 def decode(vae: Any, latent: torch.Tensor) -> torch.Tensor:
@@ -30,7 +49,7 @@ def decode(vae: Any, latent: torch.Tensor) -> torch.Tensor:
     if latent.ndim != 4:
         raise ValueError(f"latent must be [B, C, h, w], got {tuple(latent.shape)}")
     with torch.no_grad():
-        return vae.decode(latent)
+        return _pixels(vae.decode(_vae_latent(vae, latent)))
 
 
 def _fits(vae: Any, memory: float) -> bool:
@@ -51,13 +70,15 @@ def _tiled(call, *args) -> torch.Tensor:
 def encode_canvas(vae: Any, pixels: torch.Tensor) -> torch.Tensor:
     """A whole canvas [B, H, W, 3] to its latent: VAE.encode when it fits in memory, else ComfyUI's tiled encode."""
     check_pixels(vae, pixels)
-    if _fits(vae, vae.memory_used_encode(pixels.movedim(-1, 1).shape, vae.vae_dtype)):
+    shape = pixels.movedim(-1, 1).shape
+    if _fits(vae, vae.memory_used_encode(shape if getattr(vae, "latent_dim", 2) != 3 else (shape[0], shape[1], 1, *shape[2:]),
+                                         vae.vae_dtype)):
         return encode(vae, pixels)
-    return _tiled(vae.encode_tiled, pixels[..., :3])
+    return _image_latent(_tiled(vae.encode_tiled, pixels[..., :3]))
 
 
 def decode_canvas(vae: Any, latent: torch.Tensor) -> torch.Tensor:
     """A whole canvas latent [B, C, h, w] to pixels: VAE.decode when it fits in memory, else ComfyUI's tiled decode."""
-    if _fits(vae, vae.memory_used_decode(latent.shape, vae.vae_dtype)):
+    if _fits(vae, vae.memory_used_decode(_vae_latent(vae, latent).shape, vae.vae_dtype)):
         return decode(vae, latent)
-    return _tiled(vae.decode_tiled, latent)
+    return _pixels(_tiled(vae.decode_tiled, _vae_latent(vae, latent)))
