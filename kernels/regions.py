@@ -10,7 +10,9 @@ Rect = tuple[int, int, int, int]
 
 
 def mask_regions(mask: torch.Tensor, regions: torch.Tensor, size: int) -> torch.Tensor:
-    """Cut normalized regions [N, 4] (x0, y0, x1, y1 in 0..1) out of a whole-image mask [N, h, w], bilinear, as [N, size, size]."""
+    """Cut normalized regions [N, 4] (x0, y0, x1, y1 in 0..1) out of a whole-image mask [N, h, w], bilinear, as [N, size, size].
+
+    Beyond the image the mask continues its edge values, so a mask that touches the image's border stays whole up to it."""
     n = regions.shape[0]
     theta = torch.zeros(n, 2, 3, dtype=torch.float32, device=mask.device)
     regions = regions.to(device=mask.device, dtype=torch.float32)
@@ -19,7 +21,7 @@ def mask_regions(mask: torch.Tensor, regions: torch.Tensor, size: int) -> torch.
     theta[:, 1, 1] = regions[:, 3] - regions[:, 1]
     theta[:, 1, 2] = regions[:, 3] + regions[:, 1] - 1
     grid = F.affine_grid(theta, [n, 1, size, size], align_corners=False)
-    return F.grid_sample(mask[:, None].float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)[:, 0]
+    return F.grid_sample(mask[:, None].float(), grid, mode="bilinear", padding_mode="border", align_corners=False)[:, 0]
 
 
 def box_mask(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:

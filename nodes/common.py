@@ -32,10 +32,19 @@ def vae_latent_spec(vae) -> LatentSpec:
     return LatentSpec(int(vae.latent_channels), int(factor))
 
 
+# Pixels per latent cell of the latent formats that are not ÷8, for hosts whose latent_format does not say
+# (0.3.75; 0.28 states spacial_downscale_ratio on each, with these values).
+SPATIAL_FACTORS = {"SC_Prior": 42, "SC_B": 4, "Flux2": 16, "LTXV": 32, "Wan22": 16, "HunyuanImage21": 32,
+                   "HunyuanVideo15": 16, "ChromaRadiance": 1}
+
+
 def model_latent_spec(model) -> LatentSpec:
     """Latent channels and spatial factor of a ComfyUI MODEL (its latent_format)."""
     latent_format = model.model.latent_format
-    return LatentSpec(int(latent_format.latent_channels), int(getattr(latent_format, "spacial_downscale_ratio", 8)))
+    factor = getattr(latent_format, "spacial_downscale_ratio", None)
+    if factor is None:
+        factor = next((SPATIAL_FACTORS[c.__name__] for c in type(latent_format).__mro__ if c.__name__ in SPATIAL_FACTORS), 8)
+    return LatentSpec(int(latent_format.latent_channels), int(factor))
 
 
 def check_scaffold_format(scaffold, model=None, vae=None) -> None:

@@ -24,6 +24,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from .conditioning import with_tokens
+
 Conditioning = list[list[Any]]
 
 ANCHORINGS = ("auto", "off", "revision", "style model", "raw tokens (experimental)")
@@ -182,7 +184,9 @@ def append_tokens(conditioning: Conditioning, tokens: torch.Tensor, slots: dict[
         pooled = options.get("pooled_output")
         if isinstance(pooled, torch.Tensor):
             options["pooled_output"] = _repeat_batch(pooled, batch, "pooled_output").contiguous()
-        out.append([torch.cat([text, extra], dim=1), options])
+        if isinstance(options.get("attention_mask"), torch.Tensor):
+            options["attention_mask"] = _repeat_batch(options["attention_mask"], batch, "attention_mask")
+        out.append(with_tokens(text, options, extra))
     return out
 
 

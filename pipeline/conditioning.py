@@ -244,3 +244,20 @@ def stack(regions: Sequence[Conditioning], controls: dict | None = None) -> Cond
                 options[key] = value
         out.append([_stack_tensors(conds), options])
     return out
+
+
+def with_tokens(cond: torch.Tensor, options: dict, tokens: torch.Tensor, tokens_mask: torch.Tensor | None = None) -> list:
+    """A conditioning entry [cond [B, L, D], options] with `tokens` [B, T, D] after its text (as ConditioningConcat),
+    a text encoder's token mask [B, L] (Z-Image, Qwen-Image) extended by `tokens_mask` [B, T] (default: attend all)."""
+    options = dict(options)
+    mask = options.get("attention_mask")
+    if isinstance(mask, torch.Tensor):
+        if mask.ndim != 2 or mask.shape != cond.shape[:2]:
+            raise ValueError(
+                f"the conditioning carries an attention mask of shape {list(mask.shape)} for {cond.shape[1]} text tokens "
+                "(StyleModelApply with strength_type attn_bias makes one): no tokens can be added after it; use "
+                "StyleModelApply's strength_type multiply, or set anchoring to off and leave label_prompt_mode at replace")
+        added = torch.ones(mask.shape[0], tokens.shape[1], dtype=mask.dtype, device=mask.device) if tokens_mask is None \
+            else tokens_mask.to(mask).expand(mask.shape[0], -1)
+        options["attention_mask"] = torch.cat([mask, added], dim=1)
+    return [torch.cat([cond, tokens.to(cond)], dim=1), options]

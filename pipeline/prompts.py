@@ -11,6 +11,8 @@ from typing import Any
 
 import torch
 
+from .conditioning import with_tokens
+
 Conditioning = list[list[Any]]
 PROMPT_MODES = ("append", "replace")
 OTHERS = "*"
@@ -45,8 +47,10 @@ def combine(positive: Conditioning, label: Conditioning, mode: str) -> Condition
         return label
     if mode != "append":
         raise ValueError(f"unknown label prompt mode {mode!r}; expected one of {', '.join(PROMPT_MODES)}")
-    tokens = label[0][0]
-    return [[torch.cat([cond, tokens.to(cond)], dim=1), dict(options)] for cond, options in positive]
+    tokens, label_options = label[0]
+    label_mask = label_options.get("attention_mask")
+    return [with_tokens(cond, options, tokens, label_mask if isinstance(label_mask, torch.Tensor) else None)
+            for cond, options in positive]
 
 
 def label_positives(clip: Any, text: str, positive: Conditioning, mode: str) -> dict[str, Conditioning]:

@@ -36,12 +36,24 @@ def _vae_latent(vae: Any, latent: torch.Tensor) -> torch.Tensor:
     return latent.unsqueeze(2) if getattr(vae, "latent_dim", 2) == 3 else latent
 
 
+def _frames_are_batch(vae: Any) -> bool:
+    """A video VAE reads a 4-D pixel batch [B, H, W, 3] as the frames of one clip (ComfyUI's VAE.encode)."""
+    return getattr(vae, "latent_dim", 2) == 3 and not getattr(vae, "not_video", False)
+
+
+def _each_image(vae: Any, call, pixels: torch.Tensor) -> torch.Tensor:
+    """`call` (an encode of `vae`) over the batch in one call, or per image where a video VAE would read it as frames."""
+    if pixels.shape[0] > 1 and _frames_are_batch(vae):
+        return torch.cat([_image_latent(call(image[None])) for image in pixels])
+    return _image_latent(call(pixels))
+
+
 def encode(vae: Any, pixels: torch.Tensor) -> torch.Tensor:
-    """One ComfyUI VAE.encode call for the batch: pixels [B, H, W, 3] in 0..1 -> raw latent [B, C, H/f, W/f]
-    (a video VAE's single latent frame)."""
+    """ComfyUI VAE.encode of the batch: pixels [B, H, W, 3] in 0..1 -> raw latent [B, C, H/f, W/f] (a video VAE's
+    single latent frame per image, one call per image)."""
     check_pixels(vae, pixels)
     with torch.no_grad():
-        return _image_latent(vae.encode(pixels[..., :3]))
+        return _each_image(vae, vae.encode, pixels[..., :3])
 
 
 def decode(vae: Any, latent: torch.Tensor) -> torch.Tensor:
@@ -74,7 +86,7 @@ def encode_canvas(vae: Any, pixels: torch.Tensor) -> torch.Tensor:
     if _fits(vae, vae.memory_used_encode(shape if getattr(vae, "latent_dim", 2) != 3 else (shape[0], shape[1], 1, *shape[2:]),
                                          vae.vae_dtype)):
         return encode(vae, pixels)
-    return _image_latent(_tiled(vae.encode_tiled, pixels[..., :3]))
+    return _tiled(lambda p: _each_image(vae, vae.encode_tiled, p), pixels[..., :3])
 
 
 def decode_canvas(vae: Any, latent: torch.Tensor) -> torch.Tensor:

@@ -109,13 +109,13 @@ def refiner(pos, image, scaffold="scaffold") -> Node:
                 {"image": image, "master_scaffold": (scaffold, 0), **shared()}, width=380)
 
 
-def loaded_canvas_stage(x: int, y: int) -> list[Node]:
+def loaded_canvas_stage(x: int, y: int, vae: tuple[str, int] = ("ckpt", 2)) -> list[Node]:
     """LoadImage → GetImageSize → a scaffold exactly the image's size."""
     return [
         Node("load", "LoadImage", (x, y), {"image": INPUT_IMAGE}, width=340),
         Node("size", "GetImageSize", (x, y + 420), {}, {"image": ("load", 0)}, width=240),
         Node("scaffold", "LunaNoiseScaffold", (x + 380, y), {"seed": 123, "control_after_generate": "fixed"},
-             {"width": ("size", 0), "height": ("size", 1), "vae": ("ckpt", 2)}, title="Master scaffold (the image's size)",
+             {"width": ("size", 0), "height": ("size", 1), "vae": vae}, title="Master scaffold (the image's size)",
              width=360),
     ]
 
@@ -213,11 +213,11 @@ def global_only() -> Workflow:
     groups = [
         Group("1 · Models and prompts", ["ckpt", "clipvision", "pos", "neg"], BLUE),
         Group("2 · Your image and its scaffold", ["load", "size", "scaffold"], PURPLE),
-        Group("3 · Global refiner (chess tiles)", ["refine"], RED),
+        Group("3 · Global refiner (tiles)", ["refine"], RED),
         Group("4 · Save", ["save"], BROWN),
     ]
     return Workflow("lsd_global_only", nodes, groups,
-                    "Load an image and polish the whole canvas in chess-ordered tiles from its noise scaffold, save.")
+                    "Load an image and polish the whole canvas in overlapping tiles from its noise scaffold, save.")
 
 
 def manual_regions() -> Workflow:
@@ -239,7 +239,57 @@ def manual_regions() -> Workflow:
                     "Paint regions on your image in the mask editor; each painted region is repainted by the detailer. No SAM3 weights needed.")
 
 
-WORKFLOWS = (full_pipeline, detail_only, global_only, manual_regions)
+FLUX = {"unet": "flux1-dev.safetensors", "clip_l": "clip_l.safetensors", "t5": "t5xxl_fp8_e4m3fn.safetensors",
+        "vae": "ae.safetensors", "clip_vision": "sigclip_vision_patch14_384.safetensors",
+        "redux": "flux1-redux-dev.safetensors"}
+
+
+def flux_pipeline() -> Workflow:
+    """Flux.1-dev (a DiT family): detect → detail (per label) → global refine, anchored by Flux Redux."""
+    flux_sampler = {"steps": 20, "cfg": 1.0, "sampler_name": "euler", "scheduler": "simple"}
+    links = {"model": ("unet", 0), "positive": ("guidance", 0), "negative": ("neg", 0), "vae": ("vae", 0),
+             "clip_vision": ("clipvision", 0), "style_model": ("redux", 0)}
+    nodes = [
+        Node("unet", "UNETLoader", (0, 0), {"unet_name": FLUX["unet"], "weight_dtype": "default"}),
+        Node("clip", "DualCLIPLoader", (0, 150), {"clip_name1": FLUX["clip_l"], "clip_name2": FLUX["t5"], "type": "flux"}),
+        Node("vae", "VAELoader", (0, 330), {"vae_name": FLUX["vae"]}),
+        Node("clipvision", "CLIPVisionLoader", (0, 440), {"clip_name": FLUX["clip_vision"]}),
+        Node("redux", "StyleModelLoader", (0, 550), {"style_model_name": FLUX["redux"]}),
+        Node("pos", "CLIPTextEncode", (0, 680), {"text": POSITIVE}, {"clip": ("clip", 0)}, title="Positive prompt"),
+        Node("guidance", "FluxGuidance", (0, 900), {"guidance": 3.5}, {"conditioning": ("pos", 0)}),
+        Node("neg", "CLIPTextEncode", (0, 1010), {"text": ""}, {"clip": ("clip", 0)},
+             title="Negative (unused at cfg 1)"),
+        *loaded_canvas_stage(400, 0, vae=("vae", 0)),
+        Node("sam3", "LunaSAM3Loader", (1180, 440), {"checkpoint": SAM3, "device": "auto", "precision": "auto"}),
+        Node("detect", "LunaSAM3Detector", (1180, 0),
+             {"prompts": "face, hand", "threshold": 0.5, "max_detections": 20, "min_area": 0.0005, "detect_resolution": 1008},
+             {"sam3": ("sam3", 0), "image": ("load", 0)}, width=380),
+        Node("detail", "LunaSAM3Detailer", (1600, 0),
+             {**flux_sampler, "denoise": 0.4, "crop_size": "auto (1024 / 1536)", "context_padding": 1.5,
+              "mask_dilation": 16, "mask_feather": 32, "vision_strength": 0.5, "max_batch": 4, "labels": "",
+              "label_prompts": LABEL_PROMPTS, "label_prompt_mode": "append", "anchoring": "auto"},
+             {"image": ("load", 0), "master_scaffold": ("scaffold", 0), "detection_data": ("detect", 0),
+              "clip": ("clip", 0), **links}, width=380),
+        Node("refine", "LunaGlobalRefiner", (2030, 0),
+             {"tile_size": 1024, "overlap": 128, **flux_sampler, "denoise": 0.25, "vision_strength": 0.3,
+              "max_batch": 4, "anchoring": "auto"},
+             {"image": ("detail", 0), "master_scaffold": ("scaffold", 0), **links}, width=380),
+        Node("save", "SaveImage", (2460, 0), {"filename_prefix": "lsd/flux"}, {"images": ("refine", 0)}, width=400),
+    ]
+    groups = [
+        Group("1 · Flux.1-dev, its text encoders, VAE and Redux", ["unet", "clip", "vae", "clipvision", "redux", "pos",
+                                                                 "guidance", "neg"], BLUE),
+        Group("2 · Your image and its scaffold (16 ch)", ["load", "size", "scaffold"], PURPLE),
+        Group("3 · SAM3 detection", ["sam3", "detect"], CYAN),
+        Group("4 · Detailer and global refiner (cfg 1: one model call per step)", ["detail", "refine"], RED),
+        Group("5 · Save", ["save"], BROWN),
+    ]
+    return Workflow("lsd_flux_pipeline", nodes, groups,
+                    "Flux.1-dev: find faces and hands with SAM3 on your image, repaint each with its label's prompt, "
+                    "polish the whole canvas in tiles; every crop and tile anchored by its own Flux Redux tokens.")
+
+
+WORKFLOWS = (full_pipeline, detail_only, global_only, manual_regions, flux_pipeline)
 
 
 # ----------------------------------------------------------------------------------------------------------------

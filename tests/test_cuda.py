@@ -175,12 +175,13 @@ def test_detection_alpha_of_cuda_masks_stays_on_cuda_and_matches_the_brute_force
 
 
 def naive_bilinear_cut(mask: np.ndarray, region: tuple[float, ...], size: int) -> np.ndarray:
-    """Sample mask [h, w] at the centres of a size x size grid over region (x0, y0, x1, y1) in 0..1, bilinear, zero outside."""
+    """Sample mask [h, w] at the centres of a size x size grid over region (x0, y0, x1, y1) in 0..1, bilinear, the edge
+    values continued outside."""
     h, w = mask.shape
     x0, y0, x1, y1 = region
 
     def at(i: int, j: int) -> float:
-        return mask[i, j] if 0 <= i < h and 0 <= j < w else 0.0
+        return mask[min(max(i, 0), h - 1), min(max(j, 0), w - 1)]
 
     out = np.zeros((size, size))
     for r in range(size):

@@ -19,6 +19,18 @@ def test_mask_regions_reproduces_a_linear_ramp_exactly_inside_the_image():
     torch.testing.assert_close(out, expected[:, None, :].expand(2, 32, 32), atol=1e-5, rtol=0)
 
 
+def test_a_mask_that_fills_the_image_stays_whole_at_its_edges_and_corners():
+    """A mask touching the image border is cut as it is up to the border (and continued beyond it), not faded into 0."""
+    full = torch.ones(1, 96, 96)
+    regions = torch.tensor([[0.0, 0.0, 1.0, 1.0], [0.6, 0.7, 1.0, 1.0], [-0.1, -0.2, 0.5, 0.4]])
+    out = mask_regions(full.expand(3, -1, -1), regions, 512)
+    torch.testing.assert_close(out, torch.ones_like(out), atol=1e-6, rtol=0)
+    edge = torch.zeros(1, 96, 96)
+    edge[:, :, 90:] = 1  # an object cut by the right border
+    cut = mask_regions(edge, torch.tensor([[0.5, 0.0, 1.0, 1.0]]), 64)
+    torch.testing.assert_close(cut[0, :, -4:], torch.ones(64, 4), atol=1e-6, rtol=0)
+
+
 def test_box_mask_matches_a_pixel_centre_loop():
     boxes = torch.tensor([[0.1, 0.2, 0.56, 0.91], [0.0, 0.0, 1.0, 0.06]])
     got = box_mask(boxes, 20, 30)
