@@ -73,11 +73,11 @@ def render() -> str:
     """The README section: the table, then what each column asserts."""
     refused = [c for c in COLUMNS if c.refused]
     marks = {c.key: f"refused {'¹²³⁴⁵'[i]}" for i, c in enumerate(refused)}
-    lines = ["| family (ComfyUI class) | " + " | ".join(c.header for c in COLUMNS) + " |",
-             "|---|" + "---|" * len(COLUMNS)]
+    lines = ["| family | ComfyUI class | " + " | ".join(c.header for c in COLUMNS) + " |",
+             "|---|---|" + "---|" * len(COLUMNS)]
     for row in ROWS:
         cells = ["✓" if outcome(c.key) == WORKS else marks[c.key] for c in COLUMNS]
-        lines.append(f"| {row.name} (`{row.comfy}`) | " + " | ".join(cells) + " |")
+        lines.append(f"| {row.name} | `{row.comfy}` | " + " | ".join(cells) + " |")
     lines.append("")
     lines += [f"- **{c.header}** ✓: {c.checks}." for c in COLUMNS if not c.refused]
     lines += [f"- {marks[c.key]} **{c.header}**: {c.refused} (the test asserts the message)." for c in refused]
