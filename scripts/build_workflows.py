@@ -109,12 +109,15 @@ def refiner(pos, image, scaffold="scaffold") -> Node:
                 {"image": image, "master_scaffold": (scaffold, 0), **shared()}, width=380)
 
 
-def loaded_canvas_stage(x: int, y: int, vae: tuple[str, int] = ("ckpt", 2)) -> list[Node]:
-    """LoadImage → GetImageSize → a scaffold exactly the image's size."""
+def loaded_canvas_stage(x: int, y: int, vae: tuple[str, int] = ("ckpt", 2),
+                        latent_format: str = "SD1.5 / SDXL (4 ch, ÷8)") -> list[Node]:
+    """LoadImage → GetImageSize → a scaffold exactly the image's size (its format read from `vae`; `latent_format`
+    names it on the node)."""
     return [
         Node("load", "LoadImage", (x, y), {"image": INPUT_IMAGE}, width=340),
         Node("size", "GetImageSize", (x, y + 420), {}, {"image": ("load", 0)}, width=240),
-        Node("scaffold", "LunaNoiseScaffold", (x + 380, y), {"seed": 123, "control_after_generate": "fixed"},
+        Node("scaffold", "LunaNoiseScaffold", (x + 380, y),
+             {"seed": 123, "control_after_generate": "fixed", "latent_format": latent_format},
              {"width": ("size", 0), "height": ("size", 1), "vae": vae}, title="Master scaffold (the image's size)",
              width=360),
     ]
@@ -259,7 +262,7 @@ def flux_pipeline() -> Workflow:
         Node("guidance", "FluxGuidance", (0, 900), {"guidance": 3.5}, {"conditioning": ("pos", 0)}),
         Node("neg", "CLIPTextEncode", (0, 1010), {"text": ""}, {"clip": ("clip", 0)},
              title="Negative (unused at cfg 1)"),
-        *loaded_canvas_stage(400, 0, vae=("vae", 0)),
+        *loaded_canvas_stage(400, 0, vae=("vae", 0), latent_format="Flux.1 / Chroma (16 ch, ÷8)"),
         Node("sam3", "LunaSAM3Loader", (1180, 440), {"checkpoint": SAM3, "device": "auto", "precision": "auto"}),
         Node("detect", "LunaSAM3Detector", (1180, 0),
              {"prompts": "face, hand", "threshold": 0.5, "max_detections": 20, "min_area": 0.0005, "detect_resolution": 1008},
@@ -277,7 +280,7 @@ def flux_pipeline() -> Workflow:
         Node("save", "SaveImage", (2460, 0), {"filename_prefix": "lsd/flux"}, {"images": ("refine", 0)}, width=400),
     ]
     groups = [
-        Group("1 · Flux.1-dev, its text encoders, VAE and Redux", ["unet", "clip", "vae", "clipvision", "redux", "pos",
+        Group("1 · Flux.1-dev and Redux", ["unet", "clip", "vae", "clipvision", "redux", "pos",
                                                                  "guidance", "neg"], BLUE),
         Group("2 · Your image and its scaffold (16 ch)", ["load", "size", "scaffold"], PURPLE),
         Group("3 · SAM3 detection", ["sam3", "detect"], CYAN),
@@ -356,7 +359,7 @@ def build(workflow: Workflow, object_info: dict) -> tuple[dict, dict]:
                 inputs.append({"name": name, "type": kind, "link": None})
             if is_widget:
                 value = node.values.get(name, default_value(spec))
-                if kind == "COMBO" and isinstance(spec[0], list) and value not in spec[0] and not name.endswith(("_name", "checkpoint", "image")):
+                if kind == "COMBO" and isinstance(spec[0], list) and value not in spec[0] and not name.endswith(("_name", "_name1", "_name2", "checkpoint", "image")):
                     raise ValueError(f"{node.type}.{name}: {value!r} is not one of {spec[0]}")
                 widgets.append(value)
                 multiline += bool(options.get("multiline"))

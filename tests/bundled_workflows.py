@@ -8,13 +8,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = ROOT / "example_workflows"
-NAMES = ("lsd_full_pipeline", "lsd_detail_only", "lsd_global_only", "lsd_manual_regions")
-MODEL_FILE_INPUTS = {"ckpt_name", "clip_name", "model_name", "checkpoint", "image"}
+NAMES = ("lsd_full_pipeline", "lsd_detail_only", "lsd_global_only", "lsd_manual_regions", "lsd_flux_pipeline")
+MODEL_FILE_INPUTS = {"ckpt_name", "clip_name", "model_name", "checkpoint", "image", "unet_name", "clip_name1",
+                     "clip_name2", "vae_name", "style_model_name"}
 
 # Test sizes: the 4K canvas → 768, the 1.5K pass → 384, the 1K draft → 256.
 TEST_SIZES = {4096: 768, 1536: 384, 1024: 256}
 CANVAS = 768
 TEST_MODELS = "lsd_test_models"
+# Separate loaders (a DiT workflow) → the output of LSDTestFamilyModels they stand for.
+FAMILY_LOADERS = {"UNETLoader": 0, "DualCLIPLoader": 1, "VAELoader": 2, "CLIPVisionLoader": 3, "StyleModelLoader": 4}
 
 
 def ui(name: str) -> dict:
@@ -40,12 +43,17 @@ def is_link(value) -> bool:
 
 
 def for_tests(prompt: dict, image_name: str) -> dict:
-    """The shipped API prompt with stock loaders swapped for LSDTestModels and sizes shrunk to run on a CPU."""
+    """The shipped API prompt with stock loaders swapped for LSDTestModels (LSDTestFamilyModels' tiny Flux where the
+    workflow loads a UNET) and sizes shrunk to run on a CPU."""
     prompt = copy.deepcopy(prompt)
     remap: dict[tuple[str, int], list] = {}
+    dit = any(node["class_type"] == "UNETLoader" for node in prompt.values())
     for node_id, node in list(prompt.items()):
         kind, inputs = node["class_type"], node["inputs"]
-        if kind == "CheckpointLoaderSimple":
+        if dit and kind in FAMILY_LOADERS:
+            remap[(node_id, 0)] = [TEST_MODELS, FAMILY_LOADERS[kind]]
+            del prompt[node_id]
+        elif kind == "CheckpointLoaderSimple":
             remap.update({(node_id, i): [TEST_MODELS, i] for i in range(3)})
             del prompt[node_id]
         elif kind == "CLIPVisionLoader":
@@ -58,7 +66,8 @@ def for_tests(prompt: dict, image_name: str) -> dict:
                                "inputs": {"image": inputs["image"], "upscale_method": "bicubic", "scale_by": 4.0}}
         elif kind == "LoadImage":
             inputs["image"] = image_name
-    prompt[TEST_MODELS] = {"class_type": "LSDTestModels", "inputs": {"seed": 0, "latent_channels": 4}}
+    prompt[TEST_MODELS] = ({"class_type": "LSDTestFamilyModels", "inputs": {"family": "flux", "seed": 0}} if dit else
+                           {"class_type": "LSDTestModels", "inputs": {"seed": 0, "latent_channels": 4}})
     for node in prompt.values():
         inputs = node["inputs"]
         for name, value in list(inputs.items()):

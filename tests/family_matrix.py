@@ -47,7 +47,7 @@ COLUMNS: tuple[Column, ...] = (
 
 @dataclass(frozen=True)
 class Row:
-    family: str  # tests/fixtures/families.py key
+    family: str  # tests/fixtures/lsd_test_models/families.py key
     name: str
     comfy: str  # comfy.supported_models class
 

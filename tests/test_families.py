@@ -1,4 +1,4 @@
-"""The family x node table (tests/family_matrix.py): each DiT family of tests/fixtures/families.py through every Luna
+"""The family x node table (tests/family_matrix.py): each DiT family of tests/fixtures/lsd_test_models/families.py through every Luna
 node, in-process on the real host, with the invariants the table states or the exact refusal."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from family_matrix import COLUMNS, ROWS, WORKS, outcome, readme_section, render
-from fixtures.families import FAMILIES, FAMILY_INFO, family_latent_shape, tiny_family_conditioning, tiny_family_model, tiny_family_vae
+from fixtures.lsd_test_models.families import FAMILIES, FAMILY_INFO, family_latent_shape, tiny_family_conditioning, tiny_family_model, tiny_family_vae
 from fixtures.lsd_test_models.builders import tiny_clip_vision, tiny_style_model
 from pipeline_helpers import smooth_canvas
 from luna_semantic_detailer.kernels.planning import plan_crop

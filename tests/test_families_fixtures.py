@@ -1,10 +1,10 @@
-"""Each tiny model family (tests/fixtures/families.py) runs end to end through ComfyUI's own sampler: VAE encode of a
+"""Each tiny model family (tests/fixtures/lsd_test_models/families.py) runs end to end through ComfyUI's own sampler: VAE encode of a
 64 x 64 image, comfy.sample.sample (2 euler steps, denoise 0.5), VAE decode."""
 from __future__ import annotations
 
 import pytest
 import torch
-from fixtures.families import (
+from fixtures.lsd_test_models.families import (
     FAMILIES,
     FAMILY_INFO,
     family_latent_shape,
