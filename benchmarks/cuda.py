@@ -37,7 +37,7 @@ SD_VAE = {"params": {"embed_dim": 4, "ddconfig": {
 BF16_DENSE_TFLOPS = {"H100": 798.0, "H200": 790.0}
 # Most wanted first: a run cut short by a time limit loses the tail.
 RUN_ORDER = ("refiner", "refiner_sequential_ksampler", "detailer", "detailer_sequential_ksampler", "detector",
-             "refiner+clip_vit", "detailer+clip_vit")
+             "refiner_exact", "refiner+clip_vit", "detailer+clip_vit")
 CONCEPTS = "face, hand, person, text"
 
 
@@ -236,14 +236,14 @@ def runs(m: Models, s: Settings, image, scaffold) -> dict:
                                (s.canvas, s.canvas))
     anchoring = dict(clip_vision=m.clip_vision)
 
-    def refiner(vision: float):
+    def refiner(vision: float, fit: str = "fit"):
         return lambda: LunaGlobalRefiner().refine(image, scaffold, m.model, m.positive, m.negative, m.vae, s.tile,
                                                   s.overlap, vision_strength=vision, max_batch=s.max_batch,
-                                                  **s.sampling(), **anchoring)
+                                                  tile_fit=fit, **s.sampling(), **anchoring)
 
     def refiner_sequential():
         out = image.clone()
-        layers = tile_layers(plan_tiles(s.canvas, s.canvas, s.tile, s.overlap))
+        layers = tile_layers(plan_tiles(s.canvas, s.canvas, s.tile, s.overlap, fit="fit"))
         for i, layer in enumerate(layers):
             x, y, w, h = layer.rect
             refined = stock_refine(m, image[:, y:y + h, x:x + w], s, scaffold.seed)
@@ -267,6 +267,7 @@ def runs(m: Models, s: Settings, image, scaffold) -> dict:
 
     return {
         "refiner": refiner(0.0),
+        "refiner_exact": refiner(0.0, "exact"),
         "refiner+clip_vit": refiner(s.vision_strength),
         "refiner_sequential_ksampler": refiner_sequential,
         "detailer": detailer(0.0),
