@@ -32,13 +32,18 @@ def _pixels(images: torch.Tensor) -> torch.Tensor:
     return images.reshape(-1, *images.shape[-3:]) if images.ndim == 5 else images
 
 
+def _video_latents(vae: Any) -> bool:
+    """The VAE's latents are [B, C, T, h, w] (Wan, Qwen-Image)."""
+    return getattr(vae, "latent_dim", 2) == 3
+
+
 def _vae_latent(vae: Any, latent: torch.Tensor) -> torch.Tensor:
-    return latent.unsqueeze(2) if getattr(vae, "latent_dim", 2) == 3 else latent
+    return latent.unsqueeze(2) if _video_latents(vae) else latent
 
 
 def _frames_are_batch(vae: Any) -> bool:
     """A video VAE reads a 4-D pixel batch [B, H, W, 3] as the frames of one clip (ComfyUI's VAE.encode)."""
-    return getattr(vae, "latent_dim", 2) == 3 and not getattr(vae, "not_video", False)
+    return _video_latents(vae) and not getattr(vae, "not_video", False)
 
 
 def _each_image(vae: Any, call, pixels: torch.Tensor) -> torch.Tensor:
@@ -83,8 +88,9 @@ def encode_canvas(vae: Any, pixels: torch.Tensor) -> torch.Tensor:
     """A whole canvas [B, H, W, 3] to its latent: VAE.encode when it fits in memory, else ComfyUI's tiled encode."""
     check_pixels(vae, pixels)
     shape = pixels.movedim(-1, 1).shape
-    if _fits(vae, vae.memory_used_encode(shape if getattr(vae, "latent_dim", 2) != 3 else (shape[0], shape[1], 1, *shape[2:]),
-                                         vae.vae_dtype)):
+    if _video_latents(vae):
+        shape = (shape[0], shape[1], 1, *shape[2:])
+    if _fits(vae, vae.memory_used_encode(shape, vae.vae_dtype)):
         return encode(vae, pixels)
     return _tiled(lambda p: _each_image(vae, vae.encode_tiled, p), pixels[..., :3])
 

@@ -221,11 +221,15 @@ def cell_detailer(name: str) -> None:
     torch.testing.assert_close(kept, round_trip(vae, whole), atol=1e-5, rtol=0)
 
 
-def cell_refiner(name: str) -> None:
+def refiner_case(name: str):
+    """(info, vae, recording model, its calls, a 256 x 192 canvas, its scaffold): what the refiner cells sample."""
     info, base, vae, _, _ = family(name)
     model, model_calls = recording(base)
-    image = smooth_canvas(1, 256, 192, seed=3)
-    scaffold = scaffold_of(vae, 192, 256)
+    return info, vae, model, model_calls, smooth_canvas(1, 256, 192, seed=3), scaffold_of(vae, 192, 256)
+
+
+def cell_refiner(name: str) -> None:
+    info, vae, model, model_calls, image, scaffold = refiner_case(name)
     with sampler_calls(model_calls) as calls:
         one = refine(name, image, scaffold, model, max_batch=1)
     tiles = canvas_tiles(192, 256, 128, 32, info.factor, "fit")
@@ -243,10 +247,7 @@ def cell_refiner(name: str) -> None:
 def cell_fused(name: str) -> None:
     from luna_semantic_detailer.pipeline.fused import FusedGuider
 
-    info, base, vae, _, _ = family(name)
-    model, model_calls = recording(base)
-    image = smooth_canvas(1, 256, 192, seed=3)
-    scaffold = scaffold_of(vae, 192, 256)
+    info, vae, model, model_calls, image, scaffold = refiner_case(name)
     starts = []
     real = FusedGuider.sample
 
@@ -281,10 +282,8 @@ def cell_fused(name: str) -> None:
 
 
 def cell_style(name: str) -> None:
-    _, base, vae, positive, _ = family(name)
-    model, model_calls = recording(base)
-    image = smooth_canvas(1, 256, 192, seed=3)
-    scaffold = scaffold_of(vae, 192, 256)
+    _, vae, model, model_calls, image, scaffold = refiner_case(name)
+    positive = tiny_family_conditioning(name)[0]
     anchored = dict(anchoring="style model", clip_vision=tiny_clip_vision(0), style_model=tiny_style_model(0),
                     vision_strength=0.8)
     with sampler_calls(model_calls) as calls:
