@@ -20,16 +20,8 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from harness import grid_boxes, measure, setup
+from harness import SDXL_UNET, grid_boxes, measure, setup, unet_forward_tflop
 
-SDXL_UNET = {
-    "use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True, "legacy": False,
-    "num_classes": "sequential", "adm_in_channels": 2816, "in_channels": 4, "model_channels": 320,
-    "num_res_blocks": [2, 2, 2], "transformer_depth": [0, 0, 2, 2, 10, 10], "channel_mult": [1, 2, 4],
-    "transformer_depth_middle": 10, "use_linear_in_transformer": True, "context_dim": 2048, "num_head_channels": 64,
-    "transformer_depth_output": [0, 0, 0, 2, 2, 2, 10, 10, 10], "use_temporal_attention": False,
-    "use_temporal_resblock": False,
-}
 SD_VAE = {"params": {"embed_dim": 4, "ddconfig": {
     "double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 128,
     "ch_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0}}}
@@ -416,26 +408,9 @@ def profile(fn, path: Path) -> None:
 
 def meta_forward_tflop(s: Settings) -> dict:
     """TFLOP of one SDXL UNet forward at batch 1, counted on the meta device (no weights, no GPU), with ComfyUI's SDPA attention."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    import comfy.ldm.modules.attention as attention
-    import comfy.supported_models
-    attention.optimized_attention = attention.attention_pytorch
-    config = comfy.supported_models.SDXL(dict(SDXL_UNET))
-    config.set_inference_dtype(torch.float16, None)
-    unet = config.get_model({}, "", device=torch.device("meta")).diffusion_model
     vision_tokens = 257
-    out = {}
-    for side in sorted({s.tile, 1024, 1536}):
-        for context in (77, 77 + vision_tokens):
-            x = torch.zeros(1, 4, side // 8, side // 8, device="meta", dtype=torch.float16)
-            c = torch.zeros(1, context, 2048, device="meta", dtype=torch.float16)
-            y = torch.zeros(1, 2816, device="meta", dtype=torch.float16)
-            with torch.no_grad(), FlopCounterMode(display=False) as counter:
-                unet(x, torch.ones(1, device="meta"), context=c, y=y)
-            out[f"{side}px_context{context}"] = round(counter.get_total_flops() / 1e12, 3)
-    return out
+    return {f"{side}px_context{context}": round(unet_forward_tflop("sdxl", side, side, context), 3)
+            for side in sorted({s.tile, 1024, 1536}) for context in (77, 77 + vision_tokens)}
 
 
 def meta_vae_tflop(side: int) -> dict:

@@ -1,6 +1,7 @@
 """In-process ComfyUI for benchmarks: the local host on sys.path (CPU unless CUDA), this pack as `luna_semantic_detailer`."""
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import resource
@@ -10,6 +11,23 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 COMFYUI = Path(os.environ.get("LSD_COMFYUI", ROOT / ".comfyui")).resolve()
+
+SDXL_UNET = {
+    "use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True, "legacy": False,
+    "num_classes": "sequential", "adm_in_channels": 2816, "in_channels": 4, "model_channels": 320,
+    "num_res_blocks": [2, 2, 2], "transformer_depth": [0, 0, 2, 2, 10, 10], "channel_mult": [1, 2, 4],
+    "transformer_depth_middle": 10, "use_linear_in_transformer": True, "context_dim": 2048, "num_head_channels": 64,
+    "transformer_depth_output": [0, 0, 0, 2, 2, 2, 10, 10, 10], "use_temporal_attention": False,
+    "use_temporal_resblock": False,
+}
+SD15_UNET = {
+    "use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True, "legacy": False,
+    "adm_in_channels": None, "in_channels": 4, "model_channels": 320, "num_res_blocks": [2, 2, 2, 2],
+    "transformer_depth": [1, 1, 1, 1, 1, 1, 0, 0], "channel_mult": [1, 2, 4, 4], "transformer_depth_middle": 1,
+    "use_linear_in_transformer": False, "context_dim": 768, "num_heads": 8,
+    "transformer_depth_output": [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0], "use_temporal_attention": False,
+    "use_temporal_resblock": False,
+}
 
 
 # This folder leaves sys.path once a script has imported harness: its cuda.py and kernels.py would otherwise stand in
@@ -30,6 +48,30 @@ def setup() -> None:
     module = importlib.util.module_from_spec(spec)
     sys.modules["luna_semantic_detailer"] = module
     spec.loader.exec_module(module)
+
+
+@functools.cache
+def unet_forward_tflop(family: str, width: int, height: int, context: int = 77) -> float:
+    """TFLOP of one full-size UNet forward ("sd15" or "sdxl") at batch 1 on a width x height image, on the meta device."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    import comfy.ldm.modules.attention as attention
+    import comfy.supported_models
+
+    attention.optimized_attention = attention.attention_pytorch
+    config_class, unet_config, context_dim, adm = {
+        "sd15": (comfy.supported_models.SD15, SD15_UNET, 768, None),
+        "sdxl": (comfy.supported_models.SDXL, SDXL_UNET, 2048, 2816)}[family]
+    config = config_class(dict(unet_config))
+    config.set_inference_dtype(torch.float16, None)
+    unet = config.get_model({}, "", device=torch.device("meta")).diffusion_model
+    x = torch.zeros(1, 4, height // 8, width // 8, device="meta", dtype=torch.float16)
+    c = torch.zeros(1, context, context_dim, device="meta", dtype=torch.float16)
+    y = None if adm is None else torch.zeros(1, adm, device="meta", dtype=torch.float16)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        unet(x, torch.ones(1, device="meta"), context=c, y=y)
+    return counter.get_total_flops() / 1e12
 
 
 def measure(fn) -> tuple[float, float]:

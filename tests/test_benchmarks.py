@@ -47,3 +47,38 @@ def test_tiny_benchmark_meters_unet_calls_and_one_image_encoding_for_all_concept
     assert rows["detailer"]["unet_tflop"] > 0
     for name in ("detector_first_call_b1", "detector_warm_b1", "detector_warm_b4"):
         assert rows[name]["vision_calls"] == 1
+
+
+@pytest.mark.slow
+def test_global_refine_benchmark_meters_the_planned_area_and_one_sampler_call_per_tile():
+    """benchmarks/global_refine.py on a small odd canvas: its sampled area is the planner's, one sampling call a tile."""
+    from luna_semantic_detailer.pipeline.tiles import canvas_tiles
+
+    width, height, tile, overlap, steps = 600, 520, 256, 64, 2
+    done = subprocess.run([sys.executable, "benchmarks/global_refine.py", f"--canvas={width}x{height}", f"--tile={tile}",
+                           f"--overlap={overlap}", f"--steps={steps}", "--max-batch", "1", "--warmup", "tile"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = {cells[1]: cells for cells in (line.strip("|").split(" | ") for line in done.stdout.splitlines()[2:])}
+    assert set(rows) == {"luna-fit", "luna-exact", "usdu-style"}
+    for fit in ("fit", "exact"):
+        tiles = canvas_tiles(width, height, tile, overlap, 8, fit)
+        _, _, max_batch, sampled_mp, calls, wall, _ = rows[f"luna-{fit}"]
+        assert float(sampled_mp) == round(sum(t.width * t.height for t in tiles) / 1e6, 2)
+        assert int(calls) == len(tiles)
+        assert float(wall) > 0
+    assert float(rows["luna-fit"][3]) <= float(rows["luna-exact"][3])
+    assert int(rows["usdu-style"][4]) == 3 * 3
+
+
+def test_fit_plans_cost_less_full_size_unet_work_than_exact_and_usdu_at_issue_21s_canvases():
+    """benchmarks/global_refine.py --flops: SD1.5 and SDXL TFLOP per step, fit below exact and the USDU-style plan."""
+    done = subprocess.run([sys.executable, "benchmarks/global_refine.py", "--flops"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = {(cells[0], cells[1]): [float(v) for v in cells[2:]]
+            for cells in (line.strip("| ").split(" | ") for line in done.stdout.splitlines()[2:])}
+    for canvas in ("2048x1536", "3840x2160", "4096x4096"):
+        fit, exact, usdu = (rows[canvas, v] for v in ("luna-fit", "luna-exact", "usdu-style"))
+        for column in (2, 3):
+            assert 0 < fit[column] < min(exact[column], usdu[column]), (canvas, fit, exact, usdu)
