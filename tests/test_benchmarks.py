@@ -63,7 +63,7 @@ def test_global_refine_benchmark_meters_the_planned_area_and_one_sampler_call_pe
     assert set(rows) == {"luna-fit", "luna-exact", "usdu-style"}
     for fit in ("fit", "exact"):
         tiles = canvas_tiles(width, height, tile, overlap, 8, fit)
-        _, _, max_batch, sampled_mp, calls, wall, _ = rows[f"luna-{fit}"]
+        _, _, _, sampled_mp, calls, wall, _ = rows[f"luna-{fit}"]
         assert float(sampled_mp) == round(sum(t.width * t.height for t in tiles) / 1e6, 2)
         assert int(calls) == len(tiles)
         assert float(wall) > 0
@@ -72,7 +72,7 @@ def test_global_refine_benchmark_meters_the_planned_area_and_one_sampler_call_pe
 
 
 def test_fit_plans_cost_less_full_size_unet_work_than_exact_and_usdu_at_issue_21s_canvases():
-    """benchmarks/global_refine.py --flops: SD1.5 and SDXL TFLOP per step, fit below exact and the USDU-style plan."""
+    """benchmarks/global_refine.py --flops: SD1.5 and SDXL TFLOP of one forward a tile, fit below exact and USDU-style."""
     done = subprocess.run([sys.executable, "benchmarks/global_refine.py", "--flops"], cwd=ROOT, capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
