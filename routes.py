@@ -33,7 +33,7 @@ def register() -> None:
         try:
             numbers = [int(query[k]) for k in ("width", "height", "tile", "overlap")]
             summary = plan_summary(*numbers, int(query.get("factor", 8)), query.get("fit", "fit"),
-                                   query.get("tiling", "parallel"))
+                                   query.get("tiling", "parallel"), int(query.get("patch", 1)))
         except KeyError as exc:
             return web.json_response({"error": f"missing query parameter {exc}: give width, height, tile and overlap "
                                                "(and optionally factor, fit, tiling)"}, status=400)

@@ -52,36 +52,53 @@ def _longest_spacing(origins: list[int]) -> int:
     return max((b - a for a, b in zip(origins, origins[1:])), default=0)
 
 
-def _axis_fit(padded: int, tile: int, overlap: int, factor: int) -> tuple[int, int]:
-    """(count, extent) sampling the least length: per count, the shortest grid extent within FIT_BAND x tile whose
-    grid-snapped spacing is <= extent - overlap (an extent below the band's foot is raised to it); ties: fewer tiles."""
-    low = math.ceil(tile * FIT_BAND[0] / factor) * factor
-    high = int(tile * FIT_BAND[1]) // factor * factor
+def _axis_fit(padded: int, tile: int, overlap: int, factor: int, unit: int) -> tuple[int, int]:
+    """(count, extent) sampling the least length: per count, the shortest extent on the `unit` grid within FIT_BAND x
+    tile whose grid-snapped spacing is <= extent - overlap (an extent below the band's foot is raised to it); ties:
+    fewer tiles."""
+    low = math.ceil(tile * FIT_BAND[0] / unit) * unit
+    high = int(tile * FIT_BAND[1]) // unit * unit
     best: tuple[int, int] | None = None
     count = 2
     while best is None or count * low < best[0] * best[1]:
         if count > padded // factor + 1:
             break
-        extent = max(low, -(-(padded + (count - 1) * overlap) // count // factor) * factor)
+        extent = max(low, -(-(padded + (count - 1) * overlap) // count // unit) * unit)
         while extent <= high and _longest_spacing(_spread(padded, extent, count, factor)) > extent - overlap:
-            extent += factor
+            extent += unit
         if extent <= high and (best is None or count * extent < best[0] * best[1]):
             best = (count, extent)
         count += 1
     return best if best is not None else _axis_exact(padded, tile, overlap, factor)
 
 
-def _axis_tiles(length: int, tile: int, overlap: int, factor: int, fit: str) -> list[tuple[int, int]]:
+def _axis_pair(padded: int, overlap: int, unit: int) -> tuple[int, int]:
+    """(2, extent): a canvas axis of one tile's length that is not a whole number of patches, as two tiles of whole
+    patches overlapping by at least `overlap` where the axis allows (the model never sees a part of a patch)."""
+    extent = min(padded // unit * unit, -(-(padded + overlap) // 2 // unit) * unit)
+    if extent < unit:
+        raise ValueError(f"the canvas side ({padded} px) is shorter than one model patch ({unit} px)")
+    return 2, extent
+
+
+def _axis_tiles(length: int, tile: int, overlap: int, factor: int, fit: str, patch: int) -> list[tuple[int, int]]:
     """(origin, extent) of the tiles along one axis, see plan_tiles."""
+    unit = factor * patch
     padded = -(-length // factor) * factor
-    single = tile if fit == "exact" else int(tile * FIT_BAND[1]) // factor * factor
+    single = tile if fit == "exact" else int(tile * FIT_BAND[1]) // unit * unit
     if padded <= single:
-        return [(0, length)]
-    count, extent = (_axis_exact if fit == "exact" else _axis_fit)(padded, tile, overlap, factor)
+        if padded % unit == 0:
+            return [(0, length)]
+        count, extent = _axis_pair(padded, overlap, unit)
+    elif fit == "exact":
+        count, extent = _axis_exact(padded, tile, overlap, factor)
+    else:
+        count, extent = _axis_fit(padded, tile, overlap, factor, unit)
     return [(o, min(extent, length - o)) for o in _spread(padded, extent, count, factor)]
 
 
-def plan_tiles(width: int, height: int, tile: int, overlap: int, factor: int = 8, fit: str = "exact") -> list[Tile]:
+def plan_tiles(width: int, height: int, tile: int, overlap: int, factor: int = 8, fit: str = "exact",
+               patch: int = 1) -> list[Tile]:
     """Tiles overlapping by at least `overlap`, covering the canvas, row-major; all tiles of an axis one size.
 
     Per axis the latent canvas L = ceil(len/f)*f is covered by n tiles of one extent e, with origins
@@ -91,11 +108,16 @@ def plan_tiles(width: int, height: int, tile: int, overlap: int, factor: int = 8
     <= e - overlap (tiles may then be rectangular). A canvas axis not longer than one tile (for "fit": the band's
     top) gets one tile of the canvas length. Tiles are clipped to the canvas: when len is not a multiple of f, the
     last tile (or the single one) is narrower by < f pixels; the caller pads the pixels to the grid.
+    patch: latent cells per side of the model's patch (2 for Flux, SD3, Qwen-Image, Z-Image; 1 for UNets): every
+    extent is a whole number of patches (the band's grid is f * patch), and a latent axis of one tile's length that is
+    not is covered by two tiles that are.
     """
-    for name, value in (("width", width), ("height", height), ("tile", tile), ("factor", factor)):
+    for name, value in (("width", width), ("height", height), ("tile", tile), ("factor", factor), ("patch", patch)):
         validation.positive_int(name, value)
-    if tile % factor:
-        raise ValueError(f"tile must be a multiple of factor {factor}: got {tile}, use {-(-tile // factor) * factor}")
+    unit = factor * patch
+    if tile % unit:
+        raise ValueError(f"tile must be a multiple of {unit} px (the latent factor {factor} x the model's patch "
+                         f"{patch}): got {tile}, use {-(-tile // unit) * unit}")
     if isinstance(overlap, bool) or not isinstance(overlap, int) or not 0 <= overlap <= tile - factor:
         raise ValueError(
             f"overlap must be an int in [0, tile - factor] = [0, {tile - factor}] so tiles advance by at least one "
@@ -103,8 +125,8 @@ def plan_tiles(width: int, height: int, tile: int, overlap: int, factor: int = 8
         )
     if fit not in TILE_FITS:
         raise ValueError(f"unknown tile fit {fit!r}; expected one of {', '.join(TILE_FITS)}")
-    columns = _axis_tiles(width, tile, overlap, factor, fit)
-    rows = _axis_tiles(height, tile, overlap, factor, fit)
+    columns = _axis_tiles(width, tile, overlap, factor, fit, patch)
+    rows = _axis_tiles(height, tile, overlap, factor, fit, patch)
     return [Tile(x, y, w, h, r, c) for r, (y, h) in enumerate(rows) for c, (x, w) in enumerate(columns)]
 
 
@@ -162,7 +184,7 @@ def _crop_origin(lo: float, hi: float, size: int, length: int, factor: int) -> i
 
 
 def plan_crop(box: tuple[float, float, float, float], canvas_width: int, canvas_height: int,
-              context: float = 1.5, sizes: tuple[int, ...] = (1024, 1536), factor: int = 8) -> Crop:
+              context: float = 1.5, sizes: tuple[int, ...] = (1024, 1536), factor: int = 8, patch: int = 1) -> Crop:
     """Square grid-aligned crop for a normalized detection box (x0, y0, x1, y1) on the canvas.
 
     The side is s = max(box w, box h) * context; the crop takes the smallest target in `sizes` >= s, or
@@ -170,10 +192,12 @@ def plan_crop(box: tuple[float, float, float, float], canvas_width: int, canvas_
     is downscaled with resample.downscale_noise); sample_size = min(size, max(sizes)). The square is
     centred on the box and shifted, never shrunk, to lie inside the canvas, with its origin on the grid
     (preferring an origin that keeps the whole box); only a canvas smaller than the side shrinks it to
-    min(W, H) snapped down to the grid.
+    min(W, H) snapped down to the grid. Sides are whole model patches: multiples of factor * patch.
     """
-    for name, value in (("canvas_width", canvas_width), ("canvas_height", canvas_height), ("factor", factor)):
+    for name, value in (("canvas_width", canvas_width), ("canvas_height", canvas_height), ("factor", factor),
+                        ("patch", patch)):
         validation.positive_int(name, value)
+    unit = factor * patch
     if len(box) != 4 or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in box):
         raise ValueError(f"box must be 4 finite numbers (x0, y0, x1, y1), got {box!r}")
     x0, y0, x1, y1 = (float(v) for v in box)
@@ -181,16 +205,16 @@ def plan_crop(box: tuple[float, float, float, float], canvas_width: int, canvas_
         raise ValueError(f"box must satisfy 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1, got {box!r}")
     if not (isinstance(context, (int, float)) and math.isfinite(context) and context >= 1.0):
         raise ValueError(f"context must be a finite number >= 1, got {context!r}")
-    if not sizes or any(isinstance(s, bool) or not isinstance(s, int) or s < factor or s % factor for s in sizes):
-        raise ValueError(f"sizes must be positive multiples of factor {factor}, got {sizes!r}")
-    smallest = min(canvas_width, canvas_height) // factor * factor
+    if not sizes or any(isinstance(s, bool) or not isinstance(s, int) or s < unit or s % unit for s in sizes):
+        raise ValueError(f"sizes must be positive multiples of {unit} px (factor {factor} x patch {patch}), got {sizes!r}")
+    smallest = min(canvas_width, canvas_height) // unit * unit
     if smallest == 0:
-        raise ValueError(f"canvas {canvas_width}x{canvas_height} is smaller than one latent cell ({factor} px)")
+        raise ValueError(f"canvas {canvas_width}x{canvas_height} is smaller than one model patch ({unit} px)")
     targets = sorted(sizes)
     left, right = x0 * canvas_width, x1 * canvas_width
     top, bottom = y0 * canvas_height, y1 * canvas_height
     side = max(right - left, bottom - top) * context
-    size = next((t for t in targets if t >= side), -(-math.ceil(side) // factor) * factor)
+    size = next((t for t in targets if t >= side), -(-math.ceil(side) // unit) * unit)
     size = min(size, smallest)
     return Crop(
         x=_crop_origin(left, right, size, canvas_width, factor),

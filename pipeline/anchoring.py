@@ -202,23 +202,67 @@ def revision_pooled(model: Any, embeds: torch.Tensor, strength: float, seeds: Se
     return torch.cat(out).to(embeds.device)
 
 
-def anchor_batch(anchor: Anchor, model: Any, positive: Conditioning, negative: Conditioning, pixels: torch.Tensor,
-                 seeds: Sequence[int]) -> tuple[Conditioning, Conditioning]:
-    """The batch's (positive, negative) anchored by each region's pixels [B, H, W, 3] (module docstring)."""
-    output = encode(anchor.clip_vision, pixels)
-    batch = pixels.shape[0]
+@dataclass(frozen=True)
+class Features:
+    """What anchors one region, encoded once per node run: its pooled vector (ReVision), its CLIP_VISION_OUTPUT
+    (SD2.1-unCLIP) or its tokens [T, D] (style model, raw tokens), the strength applied."""
+
+    pooled: torch.Tensor | None = None
+    output: Any = None
+    tokens: torch.Tensor | None = None
+
+
+ENCODER_BATCH = 16
+
+
+def _item(output, index: int):
+    """Item `index` of a CLIP_VISION_OUTPUT, as a CLIP_VISION_OUTPUT of one image."""
+    import comfy.clip_vision
+
+    item = comfy.clip_vision.Output()
+    for key, value in vars(output).items():
+        item[key] = value[index:index + 1] if isinstance(value, torch.Tensor) else value
+    return item
+
+
+def encode_features(anchor: Anchor, model: Any, images: Sequence[torch.Tensor], seeds: Sequence[int]) -> list[Features]:
+    """Each region's features from its pixels [1, H, W, 3] (any sizes), the encoder called in batches of
+    ENCODER_BATCH before any sampling, so the encoder and the style model are loaded once per node run."""
+    import comfy.model_management
+
+    inputs = [encoder_input(anchor.clip_vision, image) for image in images]
+    out: list[Features] = []
+    for start in range(0, len(inputs), ENCODER_BATCH):
+        chunk = torch.cat(inputs[start:start + ENCODER_BATCH])
+        output = encode(anchor.clip_vision, chunk)
+        if anchor.mode == "revision":
+            pooled = revision_pooled(model, output["image_embeds"], anchor.strength, seeds[start:start + len(chunk)])
+            out.extend(Features(pooled=p) for p in pooled)
+        elif anchor.mode == "revision-unclip":
+            out.extend(Features(output=_item(output, i)) for i in range(len(chunk)))
+        else:
+            if anchor.mode == "style model":
+                with torch.no_grad():
+                    tokens = anchor.style_model.get_cond(output).float()
+            else:
+                tokens = vision_tokens(anchor.clip_vision, output)
+            tokens = (tokens * anchor.strength).to(comfy.model_management.intermediate_device())
+            out.extend(Features(tokens=t) for t in tokens)
+    return out
+
+
+def anchor_batch(anchor: Anchor, model: Any, positive: Conditioning, negative: Conditioning,
+                 features: Sequence[Features]) -> tuple[Conditioning, Conditioning]:
+    """The batch's (positive, negative) anchored by each region's features (module docstring)."""
+    batch = len(features)
     if anchor.mode == "revision":
-        pooled = revision_pooled(model, output["image_embeds"], anchor.strength, seeds)
+        pooled = torch.stack([f.pooled for f in features])
         return [[_repeat_batch(c, batch, "the text conditioning"), {**o, "pooled_output": pooled}] for c, o in positive], negative
     if anchor.mode == "revision-unclip":
-        unclip = [{"clip_vision_output": output, "strength": anchor.strength, "noise_augmentation": 0.0}]
+        if batch != 1:
+            raise ValueError(f"SD2.1-unCLIP takes one image embedding per sampler call, got a batch of {batch}")
+        unclip = [{"clip_vision_output": features[0].output, "strength": anchor.strength, "noise_augmentation": 0.0}]
         return [[c, {**o, "unclip_conditioning": o.get("unclip_conditioning", []) + unclip}] for c, o in positive], negative
-    if anchor.mode == "style model":
-        with torch.no_grad():
-            tokens = anchor.style_model.get_cond(output).float() * anchor.strength
-        what, slots = "the style model's", {}
-    else:
-        tokens = vision_tokens(anchor.clip_vision, output) * anchor.strength
-        what, slots = "CLIP-ViT", context_slots(model)
-    zeros = torch.zeros_like(tokens)
-    return append_tokens(positive, tokens, slots, what), append_tokens(negative, zeros, slots, what)
+    tokens = torch.stack([f.tokens for f in features])
+    what, slots = ("the style model's", {}) if anchor.mode == "style model" else ("CLIP-ViT", context_slots(model))
+    return append_tokens(positive, tokens, slots, what), append_tokens(negative, torch.zeros_like(tokens), slots, what)

@@ -197,32 +197,78 @@ def _stack_tensors(values: Sequence[torch.Tensor]) -> torch.Tensor:
     return values[0] if all(v is values[0] for v in values) else torch.cat(list(values))
 
 
-def _stack_control(cuts: Sequence[ControlCut]):
-    """One copy of the chain whose hints (and extra concat inputs) are the regions' cuts, stacked in batch order."""
-    top = None
-    for depth in reversed(range(len(cuts[0].chain))):
-        link = cuts[0].chain[depth]
-        scale = link.compression_ratio * (link.vae.spacial_compression_encode() if link.vae is not None else 1)
-        copy = link.copy()
-        copy.cond_hint_original = torch.cat([_cut(link.cond_hint_original, c.place, scale, link.upscale_algorithm, "center")
-                                             for c in cuts])
-        copy.extra_concat_orig = [
-            extra if tuple(extra.shape[-2:]) == (1, 1) else
-            torch.cat([_cut(extra, c.place, scale, link.upscale_algorithm, "center") for c in cuts])
-            for extra in link.extra_concat_orig
-        ]
-        copy.set_previous_controlnet(top)
-        top = copy
-    return top
+class ControlCopies:
+    """The ControlNet copies of one node run: per batch one copy of each chain, its hints the stacked cuts of the
+    batch's regions (positive and negative share it where they share the chain, as ControlNetApplyAdvanced makes them,
+    so cond and uncond still run in one UNet call). ComfyUI builds a Control-LoRA's network in every copy's pre_run;
+    here it is built once per run and shared by the copies, and `release` frees it at the end of the run."""
+
+    def __init__(self):
+        self._batch: dict[tuple, Any] = {}
+        self._networks: dict[int, Any] = {}
+        self._shared: list = []
+
+    def new_batch(self) -> "ControlCopies":
+        """Start the conditioning of another batch: its chains get copies of their own."""
+        self._batch = {}
+        return self
+
+    def copy_for(self, cuts: Sequence[ControlCut]):
+        """The batch's copy of the cuts' chain (top first)."""
+        key = tuple(map(id, cuts[0].chain))
+        if key not in self._batch:
+            self._batch[key] = self._stack(cuts)
+        return self._batch[key]
+
+    def _stack(self, cuts: Sequence[ControlCut]):
+        top = None
+        for depth in reversed(range(len(cuts[0].chain))):
+            link = cuts[0].chain[depth]
+            scale = link.compression_ratio * (link.vae.spacial_compression_encode() if link.vae is not None else 1)
+            copy = link.copy()
+            copy.cond_hint_original = torch.cat([_cut(link.cond_hint_original, c.place, scale, link.upscale_algorithm,
+                                                      "center") for c in cuts])
+            copy.extra_concat_orig = [
+                extra if tuple(extra.shape[-2:]) == (1, 1) else
+                torch.cat([_cut(extra, c.place, scale, link.upscale_algorithm, "center") for c in cuts])
+                for extra in link.extra_concat_orig
+            ]
+            copy.set_previous_controlnet(top)
+            self._share_network(copy, link)
+            top = copy
+        return top
+
+    def _share_network(self, copy, original) -> None:
+        import comfy.controlnet
+
+        if not isinstance(copy, comfy.controlnet.ControlLora):
+            return
+        key, parent = id(original), super(comfy.controlnet.ControlLora, copy)
+
+        def pre_run(model, percent_to_timestep_function):
+            if key in self._networks:
+                parent.pre_run(model, percent_to_timestep_function)
+                copy.control_model = self._networks[key]
+            else:
+                comfy.controlnet.ControlLora.pre_run(copy, model, percent_to_timestep_function)
+                self._networks[key] = copy.control_model
+
+        copy.pre_run, copy.cleanup = pre_run, parent.cleanup
+        self._shared.append(copy)
+
+    def release(self) -> None:
+        """Free the networks built for the run."""
+        for copy in self._shared:
+            copy.control_model = None
+        self._shared.clear()
+        self._networks.clear()
+        self._batch = {}
 
 
-def stack(regions: Sequence[Conditioning], controls: dict | None = None) -> Conditioning:
-    """The batch conditioning of regions with one `signature`: per-region tensors stacked in order, shared ones kept.
-
-    `controls` (chain ids -> the batch's copy) lets the positive and negative of one batch share one ControlNet copy
-    where they share a chain, as ControlNetApplyAdvanced makes them, so cond and uncond still run in one UNet call.
-    """
-    controls = {} if controls is None else controls
+def stack(regions: Sequence[Conditioning], controls: ControlCopies | None = None) -> Conditioning:
+    """The batch conditioning of regions with one `signature`: per-region tensors stacked in order, shared ones kept;
+    ControlNet chains copied by `controls` (the run's; a new one when None)."""
+    controls = ControlCopies() if controls is None else controls
     if len({signature(c) for c in regions}) != 1:
         raise ValueError("regions whose conditionings differ in structure cannot share a sampler call")
     out = []
@@ -234,10 +280,7 @@ def stack(regions: Sequence[Conditioning], controls: dict | None = None) -> Cond
             if isinstance(value, torch.Tensor):
                 options[key] = _stack_tensors(values)
             elif isinstance(value, ControlCut):
-                chains = tuple(map(id, value.chain))
-                if chains not in controls:
-                    controls[chains] = _stack_control(values)
-                options[key] = controls[chains]
+                options[key] = controls.copy_for(values)
             elif key == "reference_latents":
                 options[key] = [_stack_tensors(list(parts)) for parts in zip(*values)]
             else:

@@ -73,11 +73,12 @@ def support_mask(weight: torch.Tensor, sample: tuple[int, int], factor: int) -> 
 
 
 def crop_regions(detections: Sequence[Detection], width: int, height: int, sizes: tuple[int, ...], context: float,
-                 edge: MaskEdge, factor: int, seed: int) -> list[Region]:
-    """A region per detection (canonical order) on a canvas of width x height px; crops over max(sizes) are resampled."""
+                 edge: MaskEdge, factor: int, seed: int, patch: int = 1) -> list[Region]:
+    """A region per detection (canonical order) on a canvas of width x height px; crops over max(sizes) are resampled;
+    every side a whole number of the model's patches of `patch` latent cells."""
     regions = []
     for d in detections:
-        crop = plan_crop(d.box, width, height, context, sizes, factor)
+        crop = plan_crop(d.box, width, height, context, sizes, factor, patch)
         weight = crop_weight(d, crop, width, height, edge)
         rect = (crop.x, crop.y, crop.size, crop.size)
         sample = (crop.sample_size, crop.sample_size)
@@ -93,7 +94,7 @@ def detail_canvas(job: RefineJob, image: torch.Tensor, scaffold: NoiseScaffold, 
     height, width = image.shape[1:3]
     noise = canvas_noise(scaffold, height, width)
     canvas = pad_to_grid(image, f)
-    regions = crop_regions(canonical(detections), width, height, sizes, context, edge, f, scaffold.seed)
+    regions = crop_regions(canonical(detections), width, height, sizes, context, edge, f, scaffold.seed, job.patch)
     previews: dict[int, torch.Tensor] = {}
 
     def keep(index: int, pixels: torch.Tensor) -> None:

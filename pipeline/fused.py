@@ -41,6 +41,7 @@ class FusedGuider(comfy.samplers.CFGGuider):
         self.layers = list(layers)
         index = {layer.rect: i for i, layer in enumerate(self.layers)}
         self.shares = [[share(self.layers, index[rect]) for rect in b.rects] for b in self.batches]
+        self._moved: dict = {}
         self.inner_set_conds({f"{kind}:{i}": getattr(b, kind) for i, b in enumerate(self.batches)
                               for kind in ("positive", "negative")})
         largest = max(self.batches, key=lambda b: len(b.rects) * b.rects[0][2] * b.rects[0][3])
@@ -78,19 +79,52 @@ class FusedGuider(comfy.samplers.CFGGuider):
     def _cut(canvas: torch.Tensor, batch: TileBatch) -> torch.Tensor:
         return torch.cat([canvas[..., y:y + h, x:x + w] for x, y, w, h in batch.rects])
 
+    def _shares_on(self, like: torch.Tensor) -> list[list[torch.Tensor]]:
+        """The tiles' shares on the sampler's device and dtype, moved there once per run."""
+        key = (like.device, like.dtype)
+        if key not in self._moved:
+            self._moved = {key: [[w.to(like.device, like.dtype) for w in shares] for shares in self.shares]}
+        return self._moved[key]
+
     def predict_noise(self, x, timestep, model_options={}, seed=None):
+        """The canvas's prediction: each tile batch through ComfyUI's sampling_function, averaged with the shares.
+
+        Post-CFG hooks the sampler itself installed (CFG++ keeps the uncond prediction of the step) are called once,
+        on the canvas: their inputs (prediction, cond and uncond predictions) assembled with the same shares."""
         if x.shape[0] != 1:
             raise ValueError(f"the fused sampler takes one canvas at a time, got a batch of {x.shape[0]}")
-        out = torch.zeros_like(x)
-        for i, (batch, shares) in enumerate(zip(self.batches, self.shares)):
+        own = self.model_options.get("sampler_post_cfg_function", [])
+        hooks = [fn for fn in model_options.get("sampler_post_cfg_function", []) if fn not in own]
+        parts = {"denoised": torch.zeros_like(x)}
+        if hooks:
+            parts.update(uncond_denoised=torch.zeros_like(x), cond_denoised=torch.zeros_like(x))
+        captured: list[dict] = []
+
+        def capture(args: dict) -> torch.Tensor:
+            captured.append({k: args[k] for k in ("uncond_denoised", "cond_denoised")})
+            return args["denoised"]
+
+        tile_options = dict(model_options)
+        if hooks:
+            tile_options["sampler_post_cfg_function"] = [*own, capture]
+        for i, (batch, shares) in enumerate(zip(self.batches, self._shares_on(x))):
             comfy.model_management.throw_exception_if_processing_interrupted()
             tiles = self._cut(x, batch)
-            denoised = comfy.samplers.sampling_function(
+            values = {"denoised": comfy.samplers.sampling_function(
                 self.inner_model, tiles, timestep.expand(tiles.shape[0]), self.conds[f"negative:{i}"],
-                self.conds[f"positive:{i}"], self.cfg, model_options=model_options, seed=seed)
-            for rect, value, weight in zip(batch.rects, denoised, shares):
-                add_share_(out, rect, value[None], weight, channels_last=False)
-        return out
+                self.conds[f"positive:{i}"], self.cfg, model_options=tile_options, seed=seed)}
+            if hooks:
+                values.update(captured.pop())
+            for name, canvas in parts.items():
+                for rect, value, weight in zip(batch.rects, values[name], shares):
+                    add_share_(canvas, rect, value[None], weight, channels_last=False)
+        denoised = parts["denoised"]
+        for fn in hooks:
+            denoised = fn({"denoised": denoised, "cond": None, "uncond": None, "cond_scale": self.cfg,
+                           "model": self.inner_model, "uncond_denoised": parts["uncond_denoised"],
+                           "cond_denoised": parts["cond_denoised"], "sigma": timestep, "model_options": model_options,
+                           "input": x})
+        return denoised
 
 
 def refine_fused(job: "RefineJob", canvas: torch.Tensor, noise: torch.Tensor, regions: Sequence["Region"],
@@ -99,41 +133,54 @@ def refine_fused(job: "RefineJob", canvas: torch.Tensor, noise: torch.Tensor, re
 
     regions: the tiles of each image (the same grid for every image); layers: the grid's layers in latent cells.
     """
-    from . import vae as vae_calls
     from .progress import Progress
     from ..kernels.color import match_low_frequencies
-    from .refine import COLOR_SIGMA, batch_conditioning, batch_plan, conditioning_for, crop
-    from .sampling import from_model, to_model
-    from .step_noise import NoiseSite, RegionNoise, region_sampler
+    from .conditioning import ControlCopies
+    from .refine import COLOR_SIGMA, anchor_features, batch_conditioning, batch_plan, conditioning_for
 
     settings = job.sampler
     out = torch.empty_like(canvas)
     progress = Progress(canvas.shape[0] * settings.steps, settings.model)
-    for b in range(canvas.shape[0]):
-        tiles = [r for r in regions if r.image == b]
-        conds = conditioning_for(job, tiles, canvas)
-        plan = batch_plan(job, tiles, conds, range(len(tiles)))
-        batches = []
-        for batch in plan:
-            members = [tiles[i] for i in batch]
-            positive, negative = batch_conditioning(job, members, [conds[i] for i in batch], crop(canvas, members))
-            batches.append(TileBatch(tuple(layers[i].rect for i in batch), positive, negative))
-        latent = vae_calls.encode_canvas(job.vae, canvas[b:b + 1])
-        start = noise.to(latent)
-        if start.shape != latent.shape:
-            raise ValueError(f"The VAE's latent is {list(latent.shape[1:])} but the scaffold is {list(start.shape[1:])}: "
-                             "make the scaffold with the same VAE (LunaNoiseScaffold's vae input).")
-        height, width = latent.shape[-2:]
-        step_noise = RegionNoise(settings.seed, [NoiseSite((0, 0, width, height), (height, width))], latent.shape[1],
-                                 latent.device, latent.dtype)
-        guider = FusedGuider(settings.model, settings.cfg, batches, layers)
-        with torch.no_grad():
-            samples = from_model(guider.sample(to_model(settings.model, start), to_model(settings.model, latent),
-                                               region_sampler(settings.sampler_name, step_noise), settings.sigmas(),
-                                               callback=progress.callback(settings.steps), disable_pbar=True,
-                                               seed=settings.seed))
-        out[b:b + 1] = vae_calls.decode_canvas(job.vae, samples.to(comfy.model_management.intermediate_device())).to(out)
-        if job.color_match:
-            side = min(min(r.rect[2], r.rect[3]) for r in tiles)
-            out[b:b + 1] = match_low_frequencies(out[b:b + 1], canvas[b:b + 1], side / COLOR_SIGMA)
+    features = anchor_features(job, regions, canvas)
+    controls = ControlCopies()
+    try:
+        for b in range(canvas.shape[0]):
+            members = [i for i, r in enumerate(regions) if r.image == b]
+            tiles = [regions[i] for i in members]
+            conds = conditioning_for(job, tiles, canvas)
+            batches = []
+            for batch in batch_plan(job, tiles, conds, range(len(tiles))):
+                own = None if features is None else [features[members[i]] for i in batch]
+                positive, negative = batch_conditioning(job, [conds[i] for i in batch], own, controls)
+                batches.append(TileBatch(tuple(layers[i].rect for i in batch), positive, negative))
+            out[b:b + 1] = _sample_canvas(job, canvas[b:b + 1], noise, batches, layers, progress)
+            if job.color_match:
+                side = min(min(r.rect[2], r.rect[3]) for r in tiles)
+                out[b:b + 1] = match_low_frequencies(out[b:b + 1], canvas[b:b + 1], side / COLOR_SIGMA)
+    finally:
+        controls.release()
     return out
+
+
+def _sample_canvas(job: "RefineJob", image: torch.Tensor, noise: torch.Tensor, batches: Sequence[TileBatch],
+                   layers: Sequence[Layer], progress) -> torch.Tensor:
+    """One canvas image [1, H, W, 3] through the fused sampler: encoded whole, sampled, decoded whole."""
+    from . import vae as vae_calls
+    from .sampling import from_model, to_model
+    from .step_noise import NoiseSite, RegionNoise, region_sampler
+
+    settings = job.sampler
+    latent = vae_calls.encode_canvas(job.vae, image)
+    start = noise.to(latent)
+    if start.shape != latent.shape:
+        raise ValueError(f"The VAE's latent is {list(latent.shape[1:])} but the scaffold is {list(start.shape[1:])}: "
+                         "make the scaffold with the same VAE (LunaNoiseScaffold's vae input).")
+    height, width = latent.shape[-2:]
+    step_noise = RegionNoise(settings.seed, [NoiseSite((0, 0, width, height), (height, width))], latent.shape[1])
+    guider = FusedGuider(settings.model, settings.cfg, batches, layers)
+    with torch.no_grad():
+        samples = from_model(guider.sample(to_model(settings.model, start), to_model(settings.model, latent),
+                                           region_sampler(settings.sampler_name, step_noise), settings.sigmas(),
+                                           callback=progress.callback(), disable_pbar=True, seed=settings.seed))
+    progress.advance(settings.steps)
+    return vae_calls.decode_canvas(job.vae, samples.to(comfy.model_management.intermediate_device())).to(image)

@@ -18,13 +18,13 @@ from ..kernels.compositing import add_share_, lerp_, sequential_share, share
 from ..kernels.noise import region_seed, slice_noise
 from ..kernels.resample import downscale_noise
 from . import vae as vae_calls
-from .anchoring import Anchor, anchor_batch
+from .anchoring import Anchor, Features, anchor_batch, encode_features
 from .batching import max_batch_for, plan_batches, run_halving
-from .conditioning import Place, for_region, signature, stack
+from .conditioning import ControlCopies, Place, for_region, signature, stack
 from .progress import Progress
 from .prompts import positive_for
 from .regions import Region
-from .sampling import Sampler, sample
+from .sampling import Sampler, model_patch, sample
 from .step_noise import NoiseSite, RegionNoise
 
 Conditioning = list[list[Any]]
@@ -43,6 +43,11 @@ class RefineJob:
     anchor: Anchor | None = None
     label_positive: Mapping[str, Conditioning] = field(default_factory=dict)
     color_match: bool = False
+
+    @property
+    def patch(self) -> int:
+        """The model's patch side in latent cells: every region it samples is a whole number of patches."""
+        return model_patch(self.sampler.model)
 
 
 COLOR_SIGMA = 8  # the low-frequency colour match blurs over 1/COLOR_SIGMA of a region's shorter side
@@ -83,15 +88,22 @@ def conditioning_for(job: RefineJob, regions: Sequence[Region], canvas: torch.Te
                                for_region(job.negative, place_of(job, r, canvas), "negative")) for r in regions]
 
 
-def batch_conditioning(job: RefineJob, regions: Sequence[Region], conds: Sequence[RegionConditioning],
-                       pixels: torch.Tensor) -> tuple[Conditioning, Conditioning]:
-    """The batch's positive and negative: the regions' own stacked, each anchored by its pixels [B, h, w, 3]."""
-    controls: dict = {}
+def anchor_features(job: RefineJob, regions: Sequence[Region], canvas: torch.Tensor) -> list[Features] | None:
+    """Each region's anchoring features, from its pixels of `canvas` [B, H, W, 3] (None without anchoring)."""
+    if job.anchor is None:
+        return None
+    seeds = [region_seed(job.sampler.seed, r.rect) for r in regions]
+    return encode_features(job.anchor, job.sampler.model, [crop(canvas, [r]) for r in regions], seeds)
+
+
+def batch_conditioning(job: RefineJob, conds: Sequence[RegionConditioning], features: Sequence[Features] | None,
+                       controls: ControlCopies) -> tuple[Conditioning, Conditioning]:
+    """The batch's positive and negative: the regions' own stacked, each anchored by its features."""
+    controls.new_batch()
     positive = stack([c.positive for c in conds], controls)
     negative = stack([c.negative for c in conds], controls)
     if job.anchor is not None:
-        seeds = [region_seed(job.sampler.seed, r.rect) for r in regions]
-        positive, negative = anchor_batch(job.anchor, job.sampler.model, positive, negative, pixels, seeds)
+        positive, negative = anchor_batch(job.anchor, job.sampler.model, positive, negative, features)
     return positive, negative
 
 
@@ -116,8 +128,10 @@ def crop(source: torch.Tensor, regions: Sequence[Region]) -> torch.Tensor:
 
 
 def refine_batch(job: RefineJob, source: torch.Tensor, noise: torch.Tensor, regions: Sequence[Region],
-                 conds: Sequence[RegionConditioning], progress: Progress) -> torch.Tensor:
-    """Refined pixels [N, h, w, 3] of regions of `source` [B, H, W, 3] that share a batch key, at each rect's size."""
+                 conds: Sequence[RegionConditioning], features: Sequence[Features] | None, controls: ControlCopies,
+                 progress: Progress) -> list[torch.Tensor]:
+    """Refined pixels [h, w, 3] of each region of `source` [B, H, W, 3] (regions that share a batch key), at its rect's
+    size (regions sampled at one size may come from rects of different sizes)."""
     pixels = crop(source, regions)
     start = start_noise(job, noise, regions)
     latent = vae_calls.encode(job.vae, pixels)
@@ -128,15 +142,16 @@ def refine_batch(job: RefineJob, source: torch.Tensor, noise: torch.Tensor, regi
         )
     masks = [r.noise_mask for r in regions]
     noise_mask = None if masks[0] is None else torch.stack(masks)[:, None]
-    step_noise = RegionNoise(job.sampler.seed, noise_sites(job, regions), latent.shape[1], latent.device, latent.dtype)
-    positive, negative = batch_conditioning(job, regions, conds, pixels)
+    step_noise = RegionNoise(job.sampler.seed, noise_sites(job, regions), latent.shape[1])
+    positive, negative = batch_conditioning(job, conds, features, controls)
     samples = sample(job.sampler, start.to(latent), latent, positive, negative, step_noise,
-                     noise_mask=noise_mask, callback=progress.callback(job.sampler.steps))
+                     noise_mask=noise_mask, callback=progress.callback(len(regions)))
     refined = vae_calls.decode(job.vae, samples).to(source)
     if job.color_match:
         refined = match_low_frequencies(refined, pixels, min(refined.shape[1:3]) / COLOR_SIGMA)
-    return torch.cat([resize(x[None], (r.rect[2], r.rect[3])).clamp_(0, 1) if not r.one_to_one else x[None]
-                      for r, x in zip(regions, refined)])
+    progress.advance(job.sampler.steps, len(regions))
+    return [resize(x[None], (r.rect[2], r.rect[3]))[0].clamp_(0, 1) if not r.one_to_one else x
+            for r, x in zip(regions, refined)]
 
 
 def batch_plan(job: RefineJob, regions: Sequence[Region], conds: Sequence[RegionConditioning],
@@ -172,31 +187,37 @@ def refine(job: RefineJob, canvas: torch.Tensor, noise: torch.Tensor, regions: S
 
     out = canvas.clone()
     conds = conditioning_for(job, regions, canvas)
+    features = anchor_features(job, regions, canvas)
+    controls = ControlCopies()
     order = [list(range(len(regions)))] if phases is None else [list(p) for p in phases]
     plans = [batch_plan(job, regions, conds, phase) for phase in order]
-    progress = Progress(sum(len(p) for p in plans) * job.sampler.steps, job.sampler.model)
+    progress = Progress(len(regions) * job.sampler.steps, job.sampler.model)
     per_image: dict[int, list[int]] = {}
     for i, r in enumerate(regions):
         per_image.setdefault(r.image, []).append(i)
     layers = {b: [regions[i].layer for i in members] for b, members in per_image.items()}
     place = {i: members.index(i) for members in per_image.values() for i in members}
     blended: set[int] = set()
-    for plan in plans:
-        source = canvas if phases is None else out
-        for batch in plan:
-            mm.throw_exception_if_processing_interrupted()
-            results = run_halving(lambda chunk: refine_batch(job, source, noise, [regions[i] for i in chunk],
-                                                             [conds[i] for i in chunk], progress), batch, len(batch))
-            for i, pixels in zip(batch, results):
-                if keep is not None:
-                    keep(i, pixels)
-                r = regions[i]
-                image_layers = layers[r.image]
-                target = out[r.image:r.image + 1]
-                if phases is None:
-                    add_share_(target, r.rect, pixels[None], share(image_layers, place[i]), base=canvas[r.image:r.image + 1])
-                else:
-                    earlier = [place[j] for j in per_image[r.image] if j in blended]
-                    lerp_(target, r.rect, pixels[None], sequential_share(image_layers, place[i], earlier))
-            blended.update(batch)
+    try:
+        for plan in plans:
+            source = canvas if phases is None else out
+            for batch in plan:
+                mm.throw_exception_if_processing_interrupted()
+                results = run_halving(lambda chunk: refine_batch(
+                    job, source, noise, [regions[i] for i in chunk], [conds[i] for i in chunk],
+                    None if features is None else [features[i] for i in chunk], controls, progress), batch, len(batch))
+                for i, pixels in zip(batch, results):
+                    if keep is not None:
+                        keep(i, pixels)
+                    r = regions[i]
+                    image_layers = layers[r.image]
+                    target = out[r.image:r.image + 1]
+                    if phases is None:
+                        add_share_(target, r.rect, pixels[None], share(image_layers, place[i]), base=canvas[r.image:r.image + 1])
+                    else:
+                        earlier = [place[j] for j in per_image[r.image] if j in blended]
+                        lerp_(target, r.rect, pixels[None], sequential_share(image_layers, place[i], earlier))
+                blended.update(batch)
+    finally:
+        controls.release()
     return out

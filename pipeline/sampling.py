@@ -39,6 +39,13 @@ class Sampler:
                                        self.denoise, self.model.model_options).sigmas
 
 
+def model_patch(model: Any) -> int:
+    """Latent cells per side of the patches a ComfyUI MODEL's diffusion model cuts its input into (1 for UNets)."""
+    size = getattr(model.model.diffusion_model, "patch_size", 1)
+    side = size[-1] if isinstance(size, (tuple, list)) else size
+    return side if isinstance(side, int) and side >= 1 else 1
+
+
 def check_latents(model: Any, noise: torch.Tensor, latent: torch.Tensor) -> None:
     """Refuse a start noise and latent that are not the same [B, C, h, w] with the model's latent channels."""
     if noise.shape != latent.shape or latent.ndim != 4:

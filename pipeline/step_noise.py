@@ -41,12 +41,13 @@ class NoiseSite:
 
 
 class RegionNoise:
-    """The per-step noise of a batch of regions: [N, C, h, w] per stream, on `device` in `dtype`."""
+    """The per-step noise of a batch of regions: [N, C, h, w] float32 per stream, drawn on the CPU (the same values on
+    every device); the samplers below hand it over on their `x`'s device and dtype."""
 
-    def __init__(self, seed: int, sites: Sequence[NoiseSite], channels: int, device: torch.device, dtype: torch.dtype):
+    def __init__(self, seed: int, sites: Sequence[NoiseSite], channels: int):
         if len({s.size for s in sites}) != 1:
             raise ValueError(f"one batch of regions has one sampled size, got {sorted({s.size for s in sites})}")
-        self.seed, self.sites, self.channels, self.device, self.dtype = seed, list(sites), channels, device, dtype
+        self.seed, self.sites, self.channels = seed, list(sites), channels
 
     def draw(self, stream: int) -> torch.Tensor:
         """Stream `stream` of every region, stacked."""
@@ -58,7 +59,7 @@ class RegionNoise:
         for i, site in enumerate(self.sites):
             if out[i] is None:
                 out[i] = own_noise(site.own_seed, stream, (self.channels, *site.size))
-        return torch.stack(out).to(self.device, self.dtype)
+        return torch.stack(out)
 
     def plain(self) -> NoiseSampler:
         """A noise_sampler whose n-th call returns stream n."""
@@ -79,22 +80,23 @@ class RegionNoise:
             return trees[key]
 
         def sample(sigma: torch.Tensor, sigma_next: torch.Tensor) -> torch.Tensor:
+            sigma, sigma_next = sigma.cpu(), sigma_next.cpu()
             out = []
             for site in self.sites:
                 if not site.one_to_one:
                     own = tree(("own", site.own_seed), (1, self.channels, *site.size), _mix(site.own_seed, BROWNIAN_STREAM))
-                    out.append(own(sigma.cpu(), sigma_next.cpu())[0])
+                    out.append(own(sigma, sigma_next)[0])
                     continue
                 x, y, w, h = site.box
                 rows = range(y // FIELD_BLOCK, -(-(y + h) // FIELD_BLOCK))
                 cols = range(x // FIELD_BLOCK, -(-(x + w) // FIELD_BLOCK))
                 grid = torch.cat([torch.cat([
                     tree(("field", r, c), (1, self.channels, FIELD_BLOCK, FIELD_BLOCK),
-                         _mix(self.seed, BROWNIAN_STREAM, r, c))(sigma.cpu(), sigma_next.cpu())[0]
+                         _mix(self.seed, BROWNIAN_STREAM, r, c))(sigma, sigma_next)[0]
                     for c in cols], dim=2) for r in rows], dim=1)
                 oy, ox = y - rows[0] * FIELD_BLOCK, x - cols[0] * FIELD_BLOCK
                 out.append(grid[:, oy:oy + h, ox:ox + w])
-            return torch.stack(out).to(self.device, self.dtype)
+            return torch.stack(out)
 
         return sample
 
@@ -128,7 +130,7 @@ def region_sampler(name: str, noise: RegionNoise):
             model.noise = noise.draw(RENOISE_STREAM).to(x).reshape(x.shape)
         if takes_noise and options.get("noise_sampler") is None:
             draws = noise.brownian(sigmas) if brownian else noise.plain()
-            options["noise_sampler"] = lambda sigma, sigma_next: draws(sigma, sigma_next).reshape(x.shape)
+            options["noise_sampler"] = lambda sigma, sigma_next: draws(sigma, sigma_next).to(x).reshape(x.shape)
         return function(model, x, sigmas, extra_args=extra_args, callback=callback, disable=disable, **options)
 
     return comfy.samplers.KSAMPLER(sample, extra_options=dict(base.extra_options), inpaint_options={})

@@ -20,16 +20,18 @@ TILINGS = {
 }
 
 
-def canvas_tiles(width: int, height: int, tile_size: int, overlap: int, factor: int, fit: str) -> list[Tile]:
-    """The tiles the refiner samples on a width x height canvas: the plan of the canvas padded to the latent grid."""
-    return plan_tiles(-(-width // factor) * factor, -(-height // factor) * factor, tile_size, overlap, factor, fit)
+def canvas_tiles(width: int, height: int, tile_size: int, overlap: int, factor: int, fit: str, patch: int = 1) -> list[Tile]:
+    """The tiles the refiner samples on a width x height canvas: the plan of the canvas padded to the latent grid, in
+    whole patches of `patch` latent cells."""
+    return plan_tiles(-(-width // factor) * factor, -(-height // factor) * factor, tile_size, overlap, factor, fit, patch)
 
 
-def plan_summary(width: int, height: int, tile_size: int, overlap: int, factor: int, fit: str, tiling: str) -> dict:
+def plan_summary(width: int, height: int, tile_size: int, overlap: int, factor: int, fit: str, tiling: str,
+                 patch: int = 1) -> dict:
     """The plan the refiner samples for a width x height canvas, as JSON-ready data (for the web extension's overlay)."""
     if tiling not in TILINGS:
         raise ValueError(f"unknown tiling {tiling!r}; expected one of {', '.join(TILINGS)}")
-    tiles = canvas_tiles(width, height, tile_size, overlap, factor, fit)
+    tiles = canvas_tiles(width, height, tile_size, overlap, factor, fit, patch)
     phases = chess_phases(tiles)
     phase_of = {i: p for p, members in enumerate(phases) for i in members}
     return {
@@ -52,7 +54,7 @@ def refine_tiles(job: RefineJob, image: torch.Tensor, scaffold: NoiseScaffold, t
     height, width = image.shape[1:3]
     noise = canvas_noise(scaffold, height, width)
     canvas = pad_to_grid(image, f)
-    tiles = canvas_tiles(width, height, tile_size, overlap, f, fit)
+    tiles = canvas_tiles(width, height, tile_size, overlap, f, fit, job.patch)
     layers = tile_layers(tiles)
     regions = [Region(b, layer.rect, layer.rect[2:], layer.weight) for b in range(image.shape[0]) for layer in layers]
     if tiling == "fused":

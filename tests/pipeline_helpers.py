@@ -55,6 +55,6 @@ def sample_batch(model, noise, latent, positive, negative, *, steps, cfg, sample
     """One pipeline sampler call on a batch of regions laid side by side on the noise field."""
     sites = [NoiseSite((i * latent.shape[3], 0, latent.shape[3], latent.shape[2]), tuple(latent.shape[2:]))
              for i in range(latent.shape[0])]
-    step_noise = RegionNoise(seed, sites, latent.shape[1], latent.device, latent.dtype)
+    step_noise = RegionNoise(seed, sites, latent.shape[1])
     return sample(Sampler(model, steps, cfg, sampler_name, scheduler, denoise, seed), noise, latent, positive, negative,
                   step_noise)

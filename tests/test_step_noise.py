@@ -25,7 +25,7 @@ def _text(prompt: str) -> list:
 
 def _run(name: str, origins, latent, noise, mask, positive, negative, seed: int = 11):
     sites = [NoiseSite((x, y, SIDE, SIDE), (SIDE, SIDE)) for x, y in origins]
-    step_noise = RegionNoise(seed, sites, 4, latent.device, latent.dtype)
+    step_noise = RegionNoise(seed, sites, 4)
     settings = Sampler(tiny_model(), 3, 2.0, name, "normal", 0.6, 11)
     return sample(settings, noise, latent, positive, negative, step_noise, noise_mask=mask)
 
