@@ -16,6 +16,7 @@ from pipeline_helpers import scaffold_for
 from luna_semantic_detailer.kernels.compositing import intersection
 from luna_semantic_detailer.kernels.regions import overlap_rounds
 from luna_semantic_detailer.luna_types import Detection
+from luna_semantic_detailer.nodes.common import sampler_inputs
 from luna_semantic_detailer.nodes.refiner import DEFAULT_TILING
 from luna_semantic_detailer.pipeline.canvas import canvas_noise
 from luna_semantic_detailer.pipeline.crops import MaskEdge, canonical, crop_regions
@@ -92,3 +93,20 @@ def test_overlapping_detections_are_refined_once_and_match_one_whole_canvas_regi
     assert len(overlap_rounds([r.rect for r in regions])) > 1
     assert error(together, reference, canvas) <= 0.005
     assert error(rounds, reference, canvas) > 10 * error(together, reference, canvas)
+
+
+CFG_PP = [name for name in sampler_inputs(0.5)["sampler_name"][0] if name.endswith("_cfg_pp")]
+
+
+@pytest.mark.parametrize("sampler", CFG_PP)
+def test_cfg_pp_samplers_under_fused_tiling_reproduce_the_untiled_run(sampler):
+    """CFG++ steps with the canvas's uncond prediction: under fused tiling it is assembled from the tiles' with the
+    same shares as the prediction, so the tiled run is the untiled one (issue 28; euler's bound)."""
+    scaffold = scaffold_for(WIDTH, HEIGHT, seed=3)
+    job = job_for(exact_model("local"), block_vae(), scaffold.seed, sampler=sampler)
+    canvas = structured_canvas(HEIGHT, WIDTH)
+    untiled = refine_tiles(job, canvas, scaffold, 1 << 14, OVERLAP, DEFAULT_TILING)
+    fused = refine_tiles(job, canvas, scaffold, TILE, OVERLAP, "fused")
+    assert len(canvas_tiles(WIDTH, HEIGHT, TILE, OVERLAP, 8, "fit")) > 1
+    assert (untiled - canvas).abs().mean() > 0.01, "the refinement must change the canvas"
+    assert error(fused, untiled, canvas) <= 0.05
