@@ -295,3 +295,49 @@ def test_crop_rejects_bad_arguments(kwargs):
     args = dict(box=(0.1, 0.1, 0.2, 0.2), canvas_width=1024, canvas_height=1024) | kwargs
     with pytest.raises(ValueError):
         plan_crop(**args)
+
+
+@FAST
+@given(tile_case(max_canvas=4200), st.sampled_from(["fit", "exact"]), st.sampled_from([2, 2, 4]))
+def test_patch_tiles_are_whole_patches_cover_the_latent_canvas_and_keep_the_overlap(case, fit, patch):
+    """Issue 28: with a patch model every tile is a whole number of patches (its padded pixel sides multiples of
+    factor x patch), origins stay on the latent grid, tiles cover the padded canvas and overlap as asked."""
+    width, height, tile, overlap, factor = case
+    tile = -(-tile // (factor * patch)) * factor * patch
+    overlap = min(overlap, tile - factor)
+    padded = (-(-width // factor) * factor, -(-height // factor) * factor)
+    if min(padded) < factor * patch:
+        return
+    tiles = plan_tiles(*padded, tile, overlap, factor, fit, patch)
+    for axis, length in zip("xy", padded):
+        intervals = spans(tiles, axis)
+        assert intervals[0][1] == 0 and intervals[-1][2] == length
+        for _, start, end in intervals:
+            assert start % factor == 0 and (end - start) % (factor * patch) == 0, (start, end)
+        for (_, a0, a1), (_, b0, b1) in zip(intervals, intervals[1:]):
+            assert a0 < b0 <= a1, "consecutive tiles must advance and leave no gap"
+            assert a1 - b0 >= min(overlap, length - 2 * (length % (factor * patch))), (a1 - b0, overlap)
+
+
+def test_a_canvas_of_one_tile_with_an_odd_latent_side_is_two_tiles_of_whole_patches():
+    tiles = plan_tiles(1000, 600, 1024, 128, 8, "fit", patch=2)
+    assert sorted({(t.x, t.width) for t in tiles}) == [(0, 576), (424, 576)]
+    assert sorted({(t.y, t.height) for t in tiles}) == [(0, 368), (232, 368)]
+    assert plan_tiles(1008, 608, 1024, 128, 8, "fit", patch=2) == [Tile(0, 0, 1008, 608, 0, 0)]
+    assert plan_tiles(1000, 600, 1024, 128, 8, "fit") == [Tile(0, 0, 1000, 600, 0, 0)]
+
+
+@pytest.mark.parametrize("box, canvas, size, sample", [
+    ((0.1, 0.1, 0.5, 0.9), (1000, 744), 736, 736),         # clamped to the canvas: 744 -> 736 px, not 93 cells
+    ((0.0, 0.0, 0.9, 0.9), (3840, 2160), 2160, 1024),      # larger than the canvas: its side, resampled to 1024
+    ((0.2, 0.1, 0.4075, 0.43), (3840, 2160), 1200, 1024),  # 796.8 px x 1.5 = 1195.2: up to 1200 (16 | 1200), resampled
+])
+def test_crops_of_a_patch_model_are_whole_patches(box, canvas, size, sample):
+    crop = plan_crop(box, *canvas, 1.5, (1024,), 8, patch=2)
+    assert (crop.size, crop.sample_size) == (size, sample)
+    assert crop.size % 16 == 0 and crop.sample_size % 16 == 0 and crop.x % 8 == 0 and crop.y % 8 == 0
+
+
+def test_a_tile_that_is_not_whole_patches_is_refused_with_the_size_to_use():
+    with pytest.raises(ValueError, match="multiple of 16 px .*use 1008"):
+        plan_tiles(2048, 2048, 1000, 64, 8, "exact", patch=2)
