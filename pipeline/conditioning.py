@@ -248,10 +248,10 @@ class ControlCopies:
         def pre_run(model, percent_to_timestep_function):
             if key in self._networks:
                 parent.pre_run(model, percent_to_timestep_function)
-                copy.control_model = self._networks[key]
+                copy.control_model, copy.manual_cast_dtype = self._networks[key]
             else:
                 comfy.controlnet.ControlLora.pre_run(copy, model, percent_to_timestep_function)
-                self._networks[key] = copy.control_model
+                self._networks[key] = copy.control_model, copy.manual_cast_dtype
 
         copy.pre_run, copy.cleanup = pre_run, parent.cleanup
         self._shared.append(copy)

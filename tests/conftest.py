@@ -52,3 +52,14 @@ def comfy_server(tmp_path_factory):
     server = ComfyServer(COMFYUI, workdir, extra_custom_nodes=(FIXTURE_NODES,), models=workdir / "models").start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def big_gpu(monkeypatch):
+    """ComfyUI's memory estimate sees a 24 GiB device with nothing loaded: batches as an artist's GPU allows them."""
+    import comfy.model_management as mm
+
+    def free(dev=None, torch_free_too=False):
+        return (24 << 30, 24 << 30) if torch_free_too else 24 << 30
+
+    monkeypatch.setattr(mm, "get_free_memory", free)

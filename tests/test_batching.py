@@ -1,7 +1,7 @@
 """Every batching path at the batch a big GPU allows equals the batch-of-one run (issue 28, item 5).
 
 This machine's free memory keeps ComfyUI's estimate (pipeline.batching.max_batch_for) at small batches; an artist's
-24 GB GPU does not. `big_gpu` makes the estimate see 24 GiB free, so each run below is batched up to max_batch, and a
+24 GB GPU does not. `big_gpu` (conftest) makes the estimate see 24 GiB free, so each run below is batched up to max_batch, and a
 spy on ComfyUI's sampler checks that it was. The model is the exact-score denoiser and the block VAE
 (tests/fixtures/fidelity.py): each item's result depends only on its own pixels and noise, so batching may change
 nothing but float summation order.
@@ -22,15 +22,6 @@ from luna_semantic_detailer.pipeline.tiles import canvas_tiles
 
 EMPTY = [[torch.zeros(1, 1, 64), {}]]
 SETTINGS = dict(steps=3, cfg=2.0, sampler_name="euler_ancestral", scheduler="normal", vision_strength=0.0)
-GIB = 1 << 30
-
-
-@pytest.fixture
-def big_gpu(monkeypatch):
-    """ComfyUI's memory estimate sees a 24 GiB device with nothing loaded."""
-    import comfy.model_management as mm
-
-    monkeypatch.setattr(mm, "get_free_memory", lambda *args, **kwargs: 24 * GIB)
 
 
 def detail(image, boxes, crop_size: str, max_batch: int, masks: bool = False) -> torch.Tensor:

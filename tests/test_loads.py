@@ -1,0 +1,135 @@
+"""One load per node run, and each step counted once (issue 28, item 6).
+
+On a GPU under ~16 GB, sampling a batch loads the diffusion model and may unload the CLIP-vision encoder, so an
+encoder call between two batches moves it back in, every batch. Here every call the anchoring makes (CLIP-vision,
+the style model) must come before the first sampler call, and a Control-LoRA's network (which ComfyUI builds in each
+copy's pre_run) must be built once per run. The runs are batched as a 24 GiB GPU allows (`big_gpu`), with
+max_batch 2, so there are several sampler calls to sit between.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fixtures.control_models import tiny_control_lora
+from fixtures.lsd_test_models.builders import tiny_clip_vision, tiny_style_model
+from pipeline_helpers import encode_prompt, models, scaffold_for, smooth_canvas
+from luna_semantic_detailer.luna_types import Detection, DetectionData
+from luna_semantic_detailer.nodes.detailer import LunaSAM3Detailer
+from luna_semantic_detailer.nodes.refiner import LunaGlobalRefiner
+
+SETTINGS = dict(steps=2, cfg=3.0, sampler_name="euler", scheduler="normal", vision_strength=0.5, max_batch=2)
+BOXES = [(0.05, 0.05, 0.2, 0.25), (0.3, 0.5, 0.45, 0.75), (0.7, 0.1, 0.85, 0.35), (0.6, 0.6, 0.8, 0.9),
+         (0.25, 0.1, 0.4, 0.3), (0.05, 0.6, 0.2, 0.9)]
+
+
+@pytest.fixture
+def events(monkeypatch):
+    """The order of encoder calls, style-model calls, ControlNet network builds and sampler calls."""
+    import comfy.cldm.cldm
+    import comfy.clip_vision
+    import comfy.samplers
+    import comfy.sd
+
+    tiny_control_lora()  # its state dict is drawn from a network built on the meta device: not a build of a run
+    seen: list[str] = []
+
+    def spy(cls, name: str, event: str):
+        real = getattr(cls, name)
+
+        def recorded(*args, **kwargs):
+            seen.append(event)
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(cls, name, recorded)
+
+    spy(comfy.clip_vision.ClipVisionModel, "encode_image", "encode")
+    spy(comfy.sd.StyleModel, "get_cond", "style")
+    spy(comfy.cldm.cldm.ControlNet, "__init__", "build")
+    spy(comfy.samplers.KSAMPLER, "sample", "sample")
+    return seen
+
+
+def controlled(hint: torch.Tensor):
+    control = tiny_control_lora().copy().set_cond_hint(hint, 0.8, (0.0, 1.0))
+    positive, negative = encode_prompt("a photo"), encode_prompt("")
+    return ([[positive[0][0], {**positive[0][1], "control": control}]],
+            [[negative[0][0], {**negative[0][1], "control": control}]])
+
+
+def anchoring() -> dict:
+    return dict(anchoring="style model", clip_vision=tiny_clip_vision(), style_model=tiny_style_model())
+
+
+def detail(image, positive, negative):
+    height, width = image.shape[1:3]
+    data = DetectionData(tuple(Detection(b, None, 0.9, "thing") for b in BOXES), (width, height))
+    model, vae = models()
+    return LunaSAM3Detailer().detail(image, scaffold_for(width, height), data, model, positive, negative, vae,
+                                     denoise=0.4, crop_size="512", context_padding=1.2, mask_dilation=0, mask_feather=8,
+                                     labels="", **SETTINGS, **anchoring())[0]
+
+
+def refine(image, positive, negative, tiling):
+    height, width = image.shape[1:3]
+    model, vae = models()
+    return LunaGlobalRefiner().refine(image, scaffold_for(width, height), model, positive, negative, vae, 128, 32,
+                                      denoise=0.4, tiling=tiling, **SETTINGS, **anchoring())[0]
+
+
+RUNS = {"detailer": lambda image, p, n: detail(image, p, n),
+        "refiner parallel": lambda image, p, n: refine(image, p, n, "parallel"),
+        "refiner chess": lambda image, p, n: refine(image, p, n, "chess"),
+        "refiner fused": lambda image, p, n: refine(image, p, n, "fused")}
+
+
+@pytest.mark.parametrize("run", list(RUNS))
+def test_anchoring_and_control_lora_load_once_per_run(run, events, big_gpu):
+    image = smooth_canvas(1, 256, 384, seed=3)
+    positive, negative = controlled(torch.rand(1, 3, 256, 384, generator=torch.Generator().manual_seed(2)))
+    out = RUNS[run](image, positive, negative)
+    assert torch.isfinite(out).all()
+    first_sample = events.index("sample")
+    assert events.count("sample") >= (1 if run.endswith("fused") else 2), events
+    assert events.count("encode") == 1 and events.count("style") == 1, events
+    assert "encode" not in events[first_sample:] and "style" not in events[first_sample:], events
+    assert events.count("build") == 1, events
+
+
+def test_progress_counts_each_step_once_when_a_batch_is_halved(monkeypatch, big_gpu):
+    """An out-of-memory error halves the batch (pipeline.batching.run_halving): the retried regions' steps are counted
+    once, so the bar stands at half after the first half of the tiles, and ends full."""
+    import comfy.model_management as mm
+    import comfy.sample
+    import comfy.utils
+
+    real = comfy.sample.sample_custom
+    state = {"raised": False}
+    values: list[tuple[int, int]] = []
+
+    def out_of_memory_once(model, noise, *args, **kwargs):
+        if noise.shape[0] > 1 and not state["raised"]:
+            state["raised"] = True
+            raise mm.OOM_EXCEPTION("simulated: CUDA out of memory")
+        out = real(model, noise, *args, **kwargs)
+        values.append(("call", noise.shape[0]))
+        return out
+
+    monkeypatch.setattr(comfy.sample, "sample_custom", out_of_memory_once)
+    comfy.utils.set_progress_bar_global_hook(lambda value, total, preview, node_id=None: values.append((value, total)))
+    try:
+        image = smooth_canvas(1, 224, 224, seed=1)
+        model, vae = models()
+        LunaGlobalRefiner().refine(image, scaffold_for(224, 224), model, encode_prompt("a photo"), encode_prompt(""),
+                                   vae, 128, 32, steps=3, cfg=3.0, sampler_name="euler", scheduler="normal",
+                                   denoise=0.4, vision_strength=0.0, max_batch=4)
+    finally:
+        comfy.utils.set_progress_bar_global_hook(None)
+    calls = [i for i, v in enumerate(values) if v[0] == "call"]
+    assert state["raised"] and [values[i][1] for i in calls] == [2, 2]
+    bars = [v for v in values if v[0] != "call"]
+    total = bars[0][1]
+    assert total == 4 * 3 and all(t == total for _, t in bars)
+    assert [v for v, _ in bars] == sorted(v for v, _ in bars), "the bar must never go back"
+    assert values[calls[0] - 1] == (6, 12), "after the first two of four tiles, half the steps"
+    assert bars[-1] == (12, 12)
