@@ -55,11 +55,9 @@ def comfy_server(tmp_path_factory):
 
 
 @pytest.fixture
-def big_gpu(monkeypatch):
+def big_gpu():
     """ComfyUI's memory estimate sees a 24 GiB device with nothing loaded: batches as an artist's GPU allows them."""
-    import comfy.model_management as mm
+    from fixtures.run_events import gpu_memory
 
-    def free(dev=None, torch_free_too=False):
-        return (24 << 30, 24 << 30) if torch_free_too else 24 << 30
-
-    monkeypatch.setattr(mm, "get_free_memory", free)
+    with gpu_memory(24):
+        yield

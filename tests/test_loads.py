@@ -13,6 +13,7 @@ import torch
 
 from fixtures.control_models import tiny_control_lora
 from fixtures.lsd_test_models.builders import tiny_clip_vision, tiny_style_model
+from fixtures.run_events import recorded_events
 from pipeline_helpers import encode_prompt, models, scaffold_for, smooth_canvas
 from luna_semantic_detailer.luna_types import Detection, DetectionData
 from luna_semantic_detailer.nodes.detailer import LunaSAM3Detailer
@@ -24,30 +25,11 @@ BOXES = [(0.05, 0.05, 0.2, 0.25), (0.3, 0.5, 0.45, 0.75), (0.7, 0.1, 0.85, 0.35)
 
 
 @pytest.fixture
-def events(monkeypatch):
+def events():
     """The order of encoder calls, style-model calls, ControlNet network builds and sampler calls."""
-    import comfy.cldm.cldm
-    import comfy.clip_vision
-    import comfy.samplers
-    import comfy.sd
-
     tiny_control_lora()  # its state dict is drawn from a network built on the meta device: not a build of a run
-    seen: list[str] = []
-
-    def spy(cls, name: str, event: str):
-        real = getattr(cls, name)
-
-        def recorded(*args, **kwargs):
-            seen.append(event)
-            return real(*args, **kwargs)
-
-        monkeypatch.setattr(cls, name, recorded)
-
-    spy(comfy.clip_vision.ClipVisionModel, "encode_image", "encode")
-    spy(comfy.sd.StyleModel, "get_cond", "style")
-    spy(comfy.cldm.cldm.ControlNet, "__init__", "build")
-    spy(comfy.samplers.KSAMPLER, "sample", "sample")
-    return seen
+    with recorded_events() as seen:
+        yield seen
 
 
 def controlled(hint: torch.Tensor):
