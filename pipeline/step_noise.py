@@ -115,21 +115,43 @@ def _calls_brownian(function: Callable, depth: int = 3) -> bool:
     return depth > 0 and any(f is not None and f is not function and _calls_brownian(f, depth - 1) for f in called)
 
 
+@dataclass(frozen=True)
+class NoiseUse:
+    """The extra noise ComfyUI's sampler draws: per step through a noise_sampler (`brownian`: a Brownian tree's
+    increments), and the masked re-noise of its inpaint options."""
+
+    per_step: bool
+    brownian: bool
+    renoise: bool
+
+    def describe(self) -> str:
+        kinds = ["Brownian increments" if self.brownian else "a draw per step"] if self.per_step else []
+        return ", ".join(kinds + (["masked re-noise"] if self.renoise else [])) or "none"
+
+
+def noise_use(name: str) -> NoiseUse:
+    """How ComfyUI's sampler `name` (a KSAMPLER) draws extra noise."""
+    import comfy.samplers
+
+    base = comfy.samplers.sampler_object(name)
+    function = base.sampler_function
+    per_step = "noise_sampler" in inspect.signature(function).parameters
+    return NoiseUse(per_step, per_step and _calls_brownian(function), bool(base.inpaint_options.get("random", False)))
+
+
 def region_sampler(name: str, noise: RegionNoise):
     """ComfyUI's sampler `name` (a KSAMPLER) with its per-step noise and masked re-noise taken from `noise`."""
     import comfy.samplers
 
     base = comfy.samplers.sampler_object(name)
     function = base.sampler_function
-    takes_noise = "noise_sampler" in inspect.signature(function).parameters
-    brownian = takes_noise and _calls_brownian(function)
-    renoise = bool(base.inpaint_options.get("random", False))
+    use = noise_use(name)
 
     def sample(model, x, sigmas, extra_args=None, callback=None, disable=None, **options):
-        if renoise:
+        if use.renoise:
             model.noise = noise.draw(RENOISE_STREAM).to(x).reshape(x.shape)
-        if takes_noise and options.get("noise_sampler") is None:
-            draws = noise.brownian(sigmas) if brownian else noise.plain()
+        if use.per_step and options.get("noise_sampler") is None:
+            draws = noise.brownian(sigmas) if use.brownian else noise.plain()
             options["noise_sampler"] = lambda sigma, sigma_next: draws(sigma, sigma_next).to(x).reshape(x.shape)
         return function(model, x, sigmas, extra_args=extra_args, callback=callback, disable=disable, **options)
 

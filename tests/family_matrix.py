@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from readme_tables import replaced, section
+
 WORKS = "works"
 README_START = "<!-- family-table:start (python scripts/build_family_table.py) -->"
 README_END = "<!-- family-table:end -->"
@@ -86,11 +88,9 @@ def render() -> str:
 
 def readme_section(readme: str) -> str:
     """The text between the README's markers."""
-    start, end = readme.index(README_START) + len(README_START), readme.index(README_END)
-    return readme[start:end].strip("\n")
+    return section(readme, README_START, README_END)
 
 
 def with_section(readme: str) -> str:
     """`readme` with the table between its markers replaced by render()."""
-    start, end = readme.index(README_START) + len(README_START), readme.index(README_END)
-    return readme[:start] + "\n" + render() + "\n" + readme[end:]
+    return replaced(readme, README_START, README_END, render())

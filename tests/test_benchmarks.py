@@ -11,10 +11,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_script(*args: str) -> str:
-    """benchmarks/cuda.py with `args` in a fresh Python; its stdout, or a failure that shows the end of its stderr."""
-    done = subprocess.run([sys.executable, "benchmarks/cuda.py", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=900)
+def run_script(*args: str, script: str = "benchmarks/cuda.py") -> str:
+    """A benchmark script with `args` in a fresh Python; its stdout, or a failure that shows the end of its stderr."""
+    done = subprocess.run([sys.executable, script, *args], cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
 
@@ -82,3 +81,17 @@ def test_fit_plans_cost_less_full_size_unet_work_than_exact_and_usdu_at_issue_21
         fit, exact, usdu = (rows[canvas, v] for v in ("luna-fit", "luna-exact", "usdu-style"))
         for column in (2, 3):
             assert 0 < fit[column] < min(exact[column], usdu[column]), (canvas, fit, exact, usdu)
+
+
+def test_the_sampler_benchmark_runs_each_sampler_through_both_nodes_and_reports_what_the_model_received(tmp_path):
+    """benchmarks/samplers.py (scripts/device-check.sh samplers on a GPU), small on the CPU: every row a run."""
+    run_script("--size", "128", "--samplers", "euler_ancestral,dpmpp_2m_sde", "--dtypes", "fp16", "--out", str(tmp_path),
+               script="benchmarks/samplers.py")
+    report = json.loads((tmp_path / "samplers.json").read_text())
+    rows = report["rows"]
+    assert [(r["sampler"], r["run"]) for r in rows] == [(s, run) for s in ("euler_ancestral", "dpmpp_2m_sde")
+                                                      for run in ("refiner parallel", "refiner fused", "detailer")]
+    for row in rows:
+        assert "error" not in row and row["finite"] and row["output"] == "cpu float32 [1, 128, 128, 3]", row
+        assert row["wall_s"] > 0 and row["peak_mib"] > 0 and row["model_inputs"], row
+        assert all(int(side) % 2 == 0 for shape in row["model_inputs"] for side in shape.split("x")), row
