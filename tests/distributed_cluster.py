@@ -1,13 +1,23 @@
 """ComfyUI-Distributed on loopback: one master and N workers, each a real `main.py --cpu` (ComfyServer) with a private
 workdir and its own unpacked copy of the extension (so its own gpu_config.json), prompts queued through the master's
-POST /distributed/queue as the extension's web UI and API clients do."""
+POST /distributed/queue as the extension's web UI and API clients do.
+
+    with DistributedCluster(COMFYUI, TARBALL, tmp_path, workers=2, custom_nodes=(FIXTURE_NODES,)) as cluster:
+        run = cluster.run(prompt)                      # every worker; or cluster.run(prompt, ["2"])
+        run.images["save"]                             # (B, H, W, C) float32: the master's batch, then each worker's
+        prompt_id, dispatched = cluster.queue(prompt)  # or in two steps, to act while it runs:
+        cluster.wait_until_running(1); cluster.kill_worker(1)
+        run = cluster.wait(prompt_id, dispatched)
+"""
 from __future__ import annotations
 
+import io
 import json
 import os
 import tarfile
 import time
 import urllib.error
+import urllib.parse
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,18 +62,21 @@ def write_config(extension: Path, workers: list[dict], settings: dict) -> None:
 
 
 def load_outputs(server: ComfyServer, history: dict) -> dict[str, np.ndarray]:
-    """Each output node's files in `server`'s folders, read back as float32 (B, H, W, C) arrays."""
+    """Each output node's files, fetched from `server`'s /view, as float32 (B, H, W, C) arrays."""
     from PIL import Image
 
-    folders = {"output": server.workdir / "output", "temp": server.workdir / "temp"}
+    def fetch(item: dict) -> bytes:
+        query = urllib.parse.urlencode({k: item[k] for k in ("filename", "subfolder", "type")})
+        return server.get(f"/view?{query}")
+
     arrays: dict[str, np.ndarray] = {}
     for node_id, output in history.get("outputs", {}).items():
         batch = []
         for item in output.get("images", []):
-            with Image.open(folders[item["type"]] / item["subfolder"] / item["filename"]) as image:
+            with Image.open(io.BytesIO(fetch(item))) as image:
                 batch.append(np.asarray(image, dtype=np.float32)[None] / 255.0)
         for item in output.get("arrays", []):
-            batch.append(np.load(folders[item["type"]] / item["subfolder"] / item["filename"]))
+            batch.append(np.load(io.BytesIO(fetch(item))))
         if batch:
             arrays[node_id] = np.concatenate(batch)
     return arrays
