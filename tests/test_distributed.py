@@ -70,6 +70,12 @@ def colours(images: np.ndarray) -> list[tuple[float, ...]]:
     return [tuple(float(c) for c in image[0, 0]) for image in images]
 
 
+def test_every_server_loads_the_pack_the_test_nodes_and_the_extension(cluster):
+    for server in cluster.servers:
+        for node in ("LunaGlobalRefiner", "LunaSAM3Detailer", "LSDTestModels", "DistributedCollector"):
+            assert node in server.get(f"/object_info/{node}"), (server.url, node)
+
+
 @pytest.mark.parametrize(("worker_ids", "expected"), [
     ([], [RED]),
     (["1"], [RED, GREEN]),
@@ -93,6 +99,18 @@ def test_distributed_seed_is_seed_on_the_master_and_seed_plus_i_plus_1_on_worker
     })
     run = all_up.run(prompt)
     assert [round(c[2] * 255) for c in colours(run.images["save"])] == [100, 101, 102]
+
+
+def test_a_worker_runs_only_what_feeds_the_collector_and_previews_it(all_up):
+    prompt = colour_per_participant()
+    prompt["side"] = {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 4, "batch_size": 1, "color": 0}}
+    prompt["side_preview"] = {"class_type": "PreviewImage", "inputs": {"images": ["side", 0]}}
+    run = all_up.run(prompt, ["1"])
+    assert {"save", "side_preview"} <= set(run.history["outputs"])
+    worker_prompt = all_up.worker_last_entry(0)["prompt"][2]
+    downstream = {k: v for k, v in worker_prompt.items() if k not in ("colour", "image", "collect")}
+    assert [(v["class_type"], v["inputs"]) for v in downstream.values()] == [("PreviewImage", {"images": ["collect", 0]})]
+    assert worker_prompt["collect"]["inputs"]["is_worker"] is True
 
 
 def test_batches_are_concatenated_with_no_boundaries(all_up):
