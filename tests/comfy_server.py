@@ -27,7 +27,8 @@ class PromptFailed(RuntimeError):
 class ComfyServer:
     """`python main.py --cpu` on a free loopback port, with private input/output/user folders under `workdir`."""
 
-    def __init__(self, comfyui: Path, workdir: Path, extra_custom_nodes: tuple[Path, ...] = (), models: Path | None = None):
+    def __init__(self, comfyui: Path, workdir: Path, extra_custom_nodes: tuple[Path, ...] = (), models: Path | None = None,
+                 env: dict[str, str] | None = None):
         self.comfyui = Path(comfyui)
         self.workdir = Path(workdir)
         self.port = free_port()
@@ -37,6 +38,7 @@ class ComfyServer:
         self.cwd = self.comfyui
         self._extra_custom_nodes = extra_custom_nodes
         self._models = models
+        self._env = dict(env or {})
 
     def _paths_config(self) -> Path:
         custom = self.workdir / "custom_nodes"
@@ -68,15 +70,23 @@ class ComfyServer:
 
     def start(self, timeout: float = 300.0) -> "ComfyServer":
         """Launch `command()` in `cwd` as the leader of its own process group (as a terminal runs it)."""
+        self.launch()
+        return self.wait_ready(timeout)
+
+    def launch(self) -> None:
+        """Start the process and return at once; `wait_ready` waits for the HTTP API. A relaunch appends to the log."""
         self.workdir.mkdir(parents=True, exist_ok=True)
-        cmd = self.command()
-        self._log = open(self.log_path, "w")
-        self.process = subprocess.Popen(cmd, cwd=self.cwd, stdout=self._log, stderr=subprocess.STDOUT,
+        self._cmd = self.command()
+        self._log = open(self.log_path, "a")
+        self.process = subprocess.Popen(self._cmd, cwd=self.cwd, stdout=self._log, stderr=subprocess.STDOUT,
                                         env=self.environment(), start_new_session=True)
+
+    def wait_ready(self, timeout: float = 300.0) -> "ComfyServer":
+        """Poll /system_stats until the launched server answers; stop it and raise with the log tail if it does not."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"{cmd[0]} exited with {self.process.returncode} while starting:\n{self.log[-4000:]}")
+                raise RuntimeError(f"{self._cmd[0]} exited with {self.process.returncode} while starting:\n{self.log[-4000:]}")
             try:
                 self.get("/system_stats", timeout=2)
                 return self
@@ -86,7 +96,7 @@ class ComfyServer:
         raise TimeoutError(f"ComfyUI did not answer within {timeout:.0f} s:\n{self.log[-4000:]}")
 
     def environment(self) -> dict[str, str]:
-        return dict(os.environ, PYTHONUNBUFFERED="1")
+        return {**os.environ, "PYTHONUNBUFFERED": "1", **self._env}
 
     @property
     def log(self) -> str:
@@ -137,8 +147,11 @@ class ComfyServer:
         """SIGINT to the process group, as Ctrl-C would, then SIGTERM, then SIGKILL, `timeout` seconds apart.
 
         Returns the exit code of the process this server started."""
-        if self.process is None or self.process.poll() is not None:
-            return None if self.process is None else self.process.returncode
+        if self.process is None:
+            return None
+        if self.process.poll() is not None:
+            self._log.close()
+            return self.process.returncode
         try:
             for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
                 try:
@@ -150,6 +163,20 @@ class ComfyServer:
                 except subprocess.TimeoutExpired:
                     continue
             return self.process.wait()
+        finally:
+            self._log.close()
+
+    def kill(self) -> int:
+        """SIGKILL the whole process group at once, as a crash or the OOM killer would; returns the exit code."""
+        if self.process.poll() is not None:
+            self._log.close()
+            return self.process.returncode
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        try:
+            return self.process.wait(30)
         finally:
             self._log.close()
 
