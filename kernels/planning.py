@@ -81,17 +81,7 @@ def _axis_tiles(length: int, tile: int, overlap: int, factor: int, fit: str) -> 
     return [(o, min(extent, length - o)) for o in _spread(padded, extent, count, factor)]
 
 
-def plan_tiles(width: int, height: int, tile: int, overlap: int, factor: int = 8, fit: str = "exact") -> list[Tile]:
-    """Tiles overlapping by at least `overlap`, covering the canvas, row-major; all tiles of an axis one size.
-
-    Per axis the latent canvas L = ceil(len/f)*f is covered by n tiles of one extent e, with origins
-    round(i*(L - e)/(n - 1)) on the grid (multiples of f), so spacings differ by at most f and the last tile is never
-    thin. fit "exact": e = tile, n the fewest whose spacing is <= tile - overlap (overlaps grow to fill the canvas).
-    fit "fit": per axis the (n, e) sampling the least length n * e, e on the grid within FIT_BAND x tile, spacing
-    <= e - overlap (tiles may then be rectangular). A canvas axis not longer than one tile (for "fit": the band's
-    top) gets one tile of the canvas length. Tiles are clipped to the canvas: when len is not a multiple of f, the
-    last tile (or the single one) is narrower by < f pixels; the caller pads the pixels to the grid.
-    """
+def _check_plan(width: int, height: int, tile: int, overlap: int, factor: int, fit: str) -> None:
     for name, value in (("width", width), ("height", height), ("tile", tile), ("factor", factor)):
         validation.positive_int(name, value)
     if tile % factor:
@@ -103,9 +93,39 @@ def plan_tiles(width: int, height: int, tile: int, overlap: int, factor: int = 8
         )
     if fit not in TILE_FITS:
         raise ValueError(f"unknown tile fit {fit!r}; expected one of {', '.join(TILE_FITS)}")
+
+
+def plan_tiles(width: int, height: int, tile: int, overlap: int, factor: int = 8, fit: str = "exact") -> list[Tile]:
+    """Tiles overlapping by at least `overlap`, covering the canvas, row-major; all tiles of an axis one size.
+
+    Per axis the latent canvas L = ceil(len/f)*f is covered by n tiles of one extent e, with origins
+    round(i*(L - e)/(n - 1)) on the grid (multiples of f), so spacings differ by at most f and the last tile is never
+    thin. fit "exact": e = tile, n the fewest whose spacing is <= tile - overlap (overlaps grow to fill the canvas).
+    fit "fit": per axis the (n, e) sampling the least length n * e, e on the grid within FIT_BAND x tile, spacing
+    <= e - overlap (tiles may then be rectangular). A canvas axis not longer than one tile (for "fit": the band's
+    top) gets one tile of the canvas length. Tiles are clipped to the canvas: when len is not a multiple of f, the
+    last tile (or the single one) is narrower by < f pixels; the caller pads the pixels to the grid.
+    """
+    _check_plan(width, height, tile, overlap, factor, fit)
     columns = _axis_tiles(width, tile, overlap, factor, fit)
     rows = _axis_tiles(height, tile, overlap, factor, fit)
     return [Tile(x, y, w, h, r, c) for r, (y, h) in enumerate(rows) for c, (x, w) in enumerate(columns)]
+
+
+def least_tile_counts(width: int, height: int, tile: int, overlap: int, factor: int, fit: str) -> tuple[int, int]:
+    """(columns, rows) that plan_tiles gives at least, in O(1), for refusing a plan before it is made.
+
+    An axis of latent length L holds n tiles of one extent e <= E (E = tile, or for "fit" the band's top when larger)
+    advancing by at most e - overlap, so (n - 1) * (e - overlap) + e >= L, hence n >= ceil((L - E) / (E - overlap)) + 1.
+    """
+    _check_plan(width, height, tile, overlap, factor, fit)
+    largest = tile if fit == "exact" else max(tile, int(tile * FIT_BAND[1]) // factor * factor)
+
+    def least(length: int) -> int:
+        padded = -(-length // factor) * factor
+        return 1 if padded <= largest else -(-(padded - largest) // (largest - overlap)) + 1
+
+    return least(width), least(height)
 
 
 def _separation(spans: dict[int, tuple[int, int]]) -> int:
