@@ -170,7 +170,7 @@ def full_pipeline() -> Workflow:
         detailer((2820, 0), ("to_4k", 0)),
         refiner((3260, 0), ("detail", 0)),
         Node("save", "SaveImage", (3700, 0), {"filename_prefix": "lsd/full_4k"}, {"images": ("refine", 0)}, width=400),
-        Node("crops", "PreviewImage", (2820, 1000), {}, {"images": ("detail", 1)}, title="Detailer crops", width=380),
+        Node("crops", "PreviewImage", (2820, 1100), {}, {"images": ("detail", 1)}, title="Detailer crops", width=380),
         Node("downscale", "ImageScaleBy", (3700, 460), {"upscale_method": "area", "scale_by": 0.5},
              {"image": ("refine", 0)}, title="Optional: final downscale to 2K", mode=MUTED),
         Node("save_small", "SaveImage", (3700, 600), {"filename_prefix": "lsd/full_2k"}, {"images": ("downscale", 0)},
