@@ -28,14 +28,20 @@ def available() -> str | None:
 # caused it (a frontend's deprecation warning is printed by the frontend, but from inside the caller's stack).
 RECORD_CONSOLE = """
 window.__consoleCalls = [];
+const seen = new Set();
 for (const level of ['warn', 'error']) {
   const print = console[level].bind(console);
   console[level] = (...args) => {
-    window.__consoleCalls.push({level, text: args.map(String).join(' ').slice(0, 500), stack: new Error().stack});
+    const call = {level, text: args.map(String).join(' ').slice(0, 500), stack: new Error().stack};
+    const key = call.level + call.text + call.stack;
+    if (!seen.has(key)) { seen.add(key); window.__consoleCalls.push(call); }
     print(...args);
   };
 }
 """
+# LiteGraph prints each deprecation warning once per page; repeated, one caused by an extension is not hidden behind
+# the same warning caused earlier by the frontend itself.
+REPEAT_WARNINGS = "() => { LiteGraph.alwaysRepeatWarnings = true; }"
 GRAPH_READY = "() => window.app && ('isGraphReady' in app ? app.isGraphReady : !!app.graph)"
 
 

@@ -6,7 +6,6 @@ change) and the UI → API conversion are checked; one workflow per frontend is 
 the console comes from the Luna extension or its routes."""
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass
@@ -56,6 +55,7 @@ def ui_(request, comfy_server, other_servers):
     write_canvas_image(server.workdir / "input" / TEST_IMAGE)
     with browser.open_ui(server.url) as page:
         page.evaluate(HELPERS)
+        page.evaluate(browser.REPEAT_WARNINGS)
         page.keyboard.press("Escape")  # a new user's first page opens the Templates browser
         vue = page.evaluate("""async (vue) => {
             const settings = app.extensionManager.setting;
@@ -69,10 +69,6 @@ def ui_(request, comfy_server, other_servers):
         version = page.evaluate("() => window.__COMFYUI_FRONTEND_VERSION__")
         yield UI(page, server, host, renderer, version)
         assert page.errors == [], page.errors
-
-
-def graph_nodes(page) -> int:
-    return page.evaluate("() => lsd.nodes().length")
 
 
 def open_template(page, name: str) -> None:
