@@ -204,7 +204,6 @@ class PlanPreview {
     if (!force && key === this.key) return;
     this.key = key;
     const info = this.planOf(this.node, () => this.refresh(true));
-    this.node.lunaPlan = info;
     this.line.textContent = `☾ ${info.text}`;
     this.element.dataset.state = info.plan || info.sizes ? "ready" : "waiting";
     draw(this.canvas, info);
