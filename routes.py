@@ -1,10 +1,12 @@
 """The pack's HTTP routes on ComfyUI's server, for the web extension and for scripts.
 
-GET /luna/sam3: what LunaSAM3Daemon holds. GET /luna/plan: the refiner's tiles for a canvas, as the node will sample
-them (pipeline.tiles.plan_summary). GET /luna/crop_sizes: the detailer's crop-size choices.
+GET /luna/sam3: what LunaSAM3Daemon holds, models named as in the models folder. GET /luna/plan: the refiner's tiles
+for a canvas, as the node will sample them (pipeline.tiles.plan_summary), for queries within the nodes' own limits
+(plan_query). GET /luna/crop_sizes: the detailer's crop-size choices.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 
@@ -17,6 +19,7 @@ def register() -> None:
         return
     from aiohttp import web
 
+    from . import plan_query
     from .daemon.host import daemon
     from .pipeline.crops import CROP_SIZES
     from .pipeline.tiles import plan_summary
@@ -29,16 +32,11 @@ def register() -> None:
 
     @routes.get("/luna/plan")
     async def tile_plan(request):
-        query = request.rel_url.query
         try:
-            numbers = [int(query[k]) for k in ("width", "height", "tile", "overlap")]
-            summary = plan_summary(*numbers, int(query.get("factor", 8)), query.get("fit", "fit"),
-                                   query.get("tiling", "parallel"), int(query.get("patch", 1)))
-        except KeyError as exc:
-            return web.json_response({"error": f"missing query parameter {exc}: give width, height, tile and overlap "
-                                               "(and optionally factor, fit, tiling)"}, status=400)
-        except ValueError as exc:
+            query = plan_query.read(request.rel_url.query.items())
+        except plan_query.QueryError as exc:
             return web.json_response({"error": str(exc)}, status=400)
+        summary = await asyncio.get_running_loop().run_in_executor(None, plan_summary, *query.planner_args())
         return web.json_response(summary)
 
     @routes.get("/luna/crop_sizes")

@@ -143,12 +143,13 @@ class Sam3Slot:
         return patcher is not None and any(m.model is patcher for m in mm.current_loaded_models)
 
     def report(self) -> dict:
-        """What this slot holds: checkpoint, device, dtype, bytes, residency and counters."""
+        """What this slot holds: checkpoint (its name in the sam3 models folder, no path on disk), device, dtype, bytes,
+        residency and counters."""
         patcher = self.patcher
         held = self.held()
         where = str(next(patcher.model.parameters()).device) if held else None
-        return {"checkpoint": self.name, "path": self.key.path, "device": self.key.device, "dtype": self.key.dtype,
-                "loaded": held, "on_device": self.on_device(), "weights_on": where,
+        return {"checkpoint": self.name, "folder": models_folder.FOLDER, "device": self.key.device,
+                "dtype": self.key.dtype, "loaded": held, "on_device": self.on_device(), "weights_on": where,
                 "bytes": patcher.model_size() if held else 0, "loads": self.loads, "evictions": self.evictions}
 
 

@@ -97,6 +97,22 @@ def _axis_tiles(length: int, tile: int, overlap: int, factor: int, fit: str, pat
     return [(o, min(extent, length - o)) for o in _spread(padded, extent, count, factor)]
 
 
+def _check_plan(width: int, height: int, tile: int, overlap: int, factor: int, fit: str, patch: int = 1) -> None:
+    for name, value in (("width", width), ("height", height), ("tile", tile), ("factor", factor), ("patch", patch)):
+        validation.positive_int(name, value)
+    unit = factor * patch
+    if tile % unit:
+        raise ValueError(f"tile must be a multiple of {unit} px (the latent factor {factor} x the model's patch "
+                         f"{patch}): got {tile}, use {-(-tile // unit) * unit}")
+    if isinstance(overlap, bool) or not isinstance(overlap, int) or not 0 <= overlap <= tile - factor:
+        raise ValueError(
+            f"overlap must be an int in [0, tile - factor] = [0, {tile - factor}] so tiles advance by at least one "
+            f"latent cell, got {overlap!r}"
+        )
+    if fit not in TILE_FITS:
+        raise ValueError(f"unknown tile fit {fit!r}; expected one of {', '.join(TILE_FITS)}")
+
+
 def plan_tiles(width: int, height: int, tile: int, overlap: int, factor: int = 8, fit: str = "exact",
                patch: int = 1) -> list[Tile]:
     """Tiles overlapping by at least `overlap`, covering the canvas, row-major; all tiles of an axis one size.
@@ -112,22 +128,26 @@ def plan_tiles(width: int, height: int, tile: int, overlap: int, factor: int = 8
     extent is a whole number of patches (the band's grid is f * patch), and a latent axis of one tile's length that is
     not is covered by two tiles that are.
     """
-    for name, value in (("width", width), ("height", height), ("tile", tile), ("factor", factor), ("patch", patch)):
-        validation.positive_int(name, value)
-    unit = factor * patch
-    if tile % unit:
-        raise ValueError(f"tile must be a multiple of {unit} px (the latent factor {factor} x the model's patch "
-                         f"{patch}): got {tile}, use {-(-tile // unit) * unit}")
-    if isinstance(overlap, bool) or not isinstance(overlap, int) or not 0 <= overlap <= tile - factor:
-        raise ValueError(
-            f"overlap must be an int in [0, tile - factor] = [0, {tile - factor}] so tiles advance by at least one "
-            f"latent cell, got {overlap!r}"
-        )
-    if fit not in TILE_FITS:
-        raise ValueError(f"unknown tile fit {fit!r}; expected one of {', '.join(TILE_FITS)}")
+    _check_plan(width, height, tile, overlap, factor, fit, patch)
     columns = _axis_tiles(width, tile, overlap, factor, fit, patch)
     rows = _axis_tiles(height, tile, overlap, factor, fit, patch)
     return [Tile(x, y, w, h, r, c) for r, (y, h) in enumerate(rows) for c, (x, w) in enumerate(columns)]
+
+
+def least_tile_counts(width: int, height: int, tile: int, overlap: int, factor: int, fit: str) -> tuple[int, int]:
+    """(columns, rows) that plan_tiles gives at least, in O(1), for refusing a plan before it is made.
+
+    An axis of latent length L holds n tiles of one extent e <= E (E = tile, or for "fit" the band's top when larger)
+    advancing by at most e - overlap, so (n - 1) * (e - overlap) + e >= L, hence n >= ceil((L - E) / (E - overlap)) + 1.
+    """
+    _check_plan(width, height, tile, overlap, factor, fit)
+    largest = tile if fit == "exact" else max(tile, int(tile * FIT_BAND[1]) // factor * factor)
+
+    def least(length: int) -> int:
+        padded = -(-length // factor) * factor
+        return 1 if padded <= largest else -(-(padded - largest) // (largest - overlap)) + 1
+
+    return least(width), least(height)
 
 
 def _separation(spans: dict[int, tuple[int, int]]) -> int:

@@ -16,7 +16,6 @@ class LatentSpec:
 
 LATENT_FORMATS: dict[str, LatentSpec] = {
     "SD1.5 / SDXL (4 ch, ÷8)": LatentSpec(4, 8),
-    "SD3 / Flux (16 ch, ÷8)": LatentSpec(16, 8),
     "Flux.1 / Chroma (16 ch, ÷8)": LatentSpec(16, 8),
     "Flux.2 (128 ch, ÷16)": LatentSpec(128, 16),
     "Z-Image (16 ch, ÷8)": LatentSpec(16, 8),

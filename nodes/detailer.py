@@ -22,7 +22,8 @@ class LunaSAM3Detailer:
     DESCRIPTION = (
         "Repaints every detection: a square crop of 1024 px (1536 px for larger objects; bigger ones are sampled at "
         "1536) with context around it, sampled from the exactly corresponding slice of the master scaffold, anchored "
-        "by the crop's CLIP-ViT tokens, and blended back by the dilated mask feathered by Euclidean distance, faded to 0 "
+        "by the crop's own image when a style model or CLIP-ViT is connected (anchoring auto: the style model, else "
+        "ReVision, else raw tokens), and blended back by the dilated mask feathered by Euclidean distance, faded to 0 "
         "inside the crop's edge. All crops are sampled from the input; where they overlap they are averaged by their "
         "weights. Pixels outside every mask are left bit-identical."
     )

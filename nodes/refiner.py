@@ -16,9 +16,10 @@ DEFAULT_TILING = "parallel"
 class LunaGlobalRefiner:
     DESCRIPTION = (
         "Polishes the whole canvas in overlapping tiles of 1024/1536 px, each sampled from its exact 1:1 slice of the "
-        "master scaffold, batched, optionally anchored by its own CLIP-ViT tokens. The tiling input chooses how tiles "
-        "agree: parallel (default: every tile from the input canvas, blended by smoothstep ramps across each whole "
-        "overlap), fused (one canvas latent, every step averaged over the tiles) or chess (the spec's phases)."
+        "master scaffold, batched, each anchored by its own image when a style model or CLIP-ViT is connected "
+        "(anchoring auto: the style model, else ReVision, else raw tokens). The tiling input chooses how tiles agree: "
+        "parallel (default: every tile from the input canvas, blended by smoothstep ramps across each whole overlap), "
+        "fused (one canvas latent, every step averaged over the tiles) or chess (the spec's phases)."
     )
     CATEGORY = f"{CATEGORY}/Refine"
     RETURN_TYPES = ("IMAGE",)

@@ -79,7 +79,8 @@ dropped comes out of `rejected`.
     "LunaSAM3Detailer": """
 Repaints each detection in a square crop of the **4K canvas** at the model's native size: 1024 px, or 1536 px when
 the object (× `context_padding`) is larger; larger objects are cropped bigger and sampled at 1536. The crop's noise
-is its exact slice of the master scaffold, the crop's CLIP-ViT tokens (optional `clip_vision`) anchor its structure,
+is its exact slice of the master scaffold, the crop's own image anchors its structure (`anchoring`: a style model,
+ReVision or raw CLIP-ViT tokens of `clip_vision`),
 and the result is blended back with the crop's weight; pixels outside every mask stay bit-identical.
 
 The weight is the mask grown by `mask_dilation` and feathered over `mask_feather` px by Euclidean distance (a

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import tomllib
 import urllib.request
 import uuid
 from dataclasses import dataclass, field
@@ -19,6 +20,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "example_workflows"
+PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+# The Registry identity the frontend records on a custom node (properties, and the API format's _meta): the pack's
+# Registry id (pyproject's name) and its version.
+PACK_IDENTITY = {"cnr_id": PROJECT["name"], "ver": PROJECT["version"]}
+# web/luna.js adds a plan preview (a DOM widget of 150 px) below the widgets of these nodes.
+PREVIEW_NODES = frozenset({"LunaGlobalRefiner", "LunaSAM3Detailer"})
+PREVIEW_HEIGHT = 180
 
 # Model file names the workflows expect (README: "Bundled workflows").
 CHECKPOINT = "sd_xl_base_1.0.safetensors"
@@ -162,7 +170,7 @@ def full_pipeline() -> Workflow:
         detailer((2820, 0), ("to_4k", 0)),
         refiner((3260, 0), ("detail", 0)),
         Node("save", "SaveImage", (3700, 0), {"filename_prefix": "lsd/full_4k"}, {"images": ("refine", 0)}, width=400),
-        Node("crops", "PreviewImage", (2820, 760), {}, {"images": ("detail", 1)}, title="Detailer crops", width=380),
+        Node("crops", "PreviewImage", (2820, 1100), {}, {"images": ("detail", 1)}, title="Detailer crops", width=380),
         Node("downscale", "ImageScaleBy", (3700, 460), {"upscale_method": "area", "scale_by": 0.5},
              {"image": ("refine", 0)}, title="Optional: final downscale to 2K", mode=MUTED),
         Node("save_small", "SaveImage", (3700, 600), {"filename_prefix": "lsd/full_2k"}, {"images": ("downscale", 0)},
@@ -177,7 +185,7 @@ def full_pipeline() -> Workflow:
               ["upscaler", "up_1", "to_1536", "encode_1536", "sched_1536", "pass_1536", "image_1536", "up_2", "to_4k"], YELLOW),
         Group("5 · SAM3 detection on the 1K draft", ["sam3", "detect"], CYAN),
         Group("6 · Detailer on the 4K canvas", ["detail", "crops"], RED),
-        Group("7 · Global refiner (chess tiles)", ["refine"], RED),
+        Group("7 · Global refiner (tiles)", ["refine"], RED),
         Group("8 · Save (optional 2K downscale)", ["save", "downscale", "save_small"], BROWN),
     ]
     note = ("Full Luna pipeline: 1K draft from the downscaled master scaffold, prep to a 4K canvas (option B: upscaler "
@@ -292,7 +300,46 @@ def flux_pipeline() -> Workflow:
                     "polish the whole canvas in tiles; every crop and tile anchored by its own Flux Redux tokens.")
 
 
-WORKFLOWS = (full_pipeline, detail_only, global_only, manual_regions, flux_pipeline)
+TYPED_BOXES = ("# x0, y0, x1, y1 (fractions of the image, or pixels with image_width/height), label\n"
+               "0.30, 0.15, 0.62, 0.50, face\n"
+               "0.10, 0.60, 0.32, 0.88, hand")
+
+
+def detection_tools() -> Workflow:
+    """Detections without SAM3: typed boxes, filtered by label, through Impact-Pack's SEGS and back, detailed; core
+    BOUNDING_BOX lists as the muted alternative; the scaffold shown as an image."""
+    nodes = models_stage() + loaded_canvas_stage(400, 0) + [
+        Node("scaffold_view", "LunaScaffoldPreview", (400, 560), {}, {"master_scaffold": ("scaffold", 0)}, width=360),
+        Node("scaffold_image", "PreviewImage", (400, 700), {}, {"images": ("scaffold_view", 0)},
+             title="The scaffold's first three channels", width=360),
+        Node("boxes", "LunaDetectionsFromBoxes", (1180, 0), {"boxes": TYPED_BOXES, "label": "region"},
+             {"image": ("load", 0)}, title="Typed-in boxes", width=380),
+        Node("bboxes", "LunaDetectionsFromBBoxes", (1180, 420), {"label": "object"}, {"image": ("load", 0)},
+             title="Or: core BOUNDING_BOX lists (connect SAM3 Detect's boxes, unmute)", mode=MUTED, width=380),
+        Node("filter", "LunaDetectionFilter", (1600, 0), {"labels": "face"}, {"detection_data": ("boxes", 0)},
+             title="Keep the faces", width=340),
+        Node("to_segs", "LunaDetectionsToSEGS", (1600, 420), {"crop_factor": 3.0},
+             {"detection_data": ("filter", 0), "image": ("load", 0)}, width=340),
+        Node("from_segs", "LunaDetectionsFromSEGS", (1600, 620), {}, {"segs": ("to_segs", 0)}, width=340),
+        detailer((1990, 0), ("load", 0), detections=("from_segs", 0)),
+        Node("save", "SaveImage", (2420, 0), {"filename_prefix": "lsd/boxes"}, {"images": ("detail", 0)}, width=400),
+        Node("crops", "PreviewImage", (2420, 460), {}, {"images": ("detail", 1)}, title="Detailer crops", width=400),
+    ]
+    groups = [
+        Group("1 · Models and prompts", ["ckpt", "clipvision", "pos", "neg"], BLUE),
+        Group("2 · Your image, its scaffold and a look at it", ["load", "size", "scaffold", "scaffold_view",
+                                                                 "scaffold_image"], PURPLE),
+        Group("3 · Boxes, no SAM3", ["boxes", "bboxes"], CYAN),
+        Group("4 · Filter; SEGS out and back", ["filter", "to_segs", "from_segs"], CYAN),
+        Group("5 · Detailer", ["detail"], RED),
+        Group("6 · Save", ["save", "crops"], BROWN),
+    ]
+    return Workflow("lsd_detection_tools", nodes, groups,
+                    "Typed-in boxes (or core BOUNDING_BOX lists) as detections, the faces kept by the filter, "
+                    "handed to Impact-Pack as SEGS and taken back, each repainted by the detailer; no SAM3 weights.")
+
+
+WORKFLOWS = (full_pipeline, detail_only, global_only, manual_regions, flux_pipeline, detection_tools)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -320,6 +367,11 @@ def default_value(spec):
     if kind == "COMBO":
         return options.get("default", (options.get("options") or [""])[0])
     return options.get("default", {"INT": 0, "FLOAT": 0.0, "STRING": "", "BOOLEAN": False}[kind])
+
+
+def pack_identity(info: dict) -> dict:
+    """cnr_id and ver for this pack's nodes (all in its Luna category), nothing for others'."""
+    return PACK_IDENTITY if info["category"].split("/")[0] == "Luna" else {}
 
 
 def node_height(n_slots: int, n_widgets: int, multiline: int) -> int:
@@ -353,7 +405,7 @@ def build(workflow: Workflow, object_info: dict) -> tuple[dict, dict]:
                 if is_widget:
                     entry["widget"] = {"name": name}
                 inputs.append(entry)
-            elif not is_widget and not _optional:
+            elif not is_widget and not _optional and node.mode != MUTED:
                 raise KeyError(f"{workflow.name}: {node.key} ({node.type}) needs a link to {name}")
             elif not is_widget:
                 inputs.append({"name": name, "type": kind, "link": None})
@@ -377,17 +429,18 @@ def build(workflow: Workflow, object_info: dict) -> tuple[dict, dict]:
             outputs.append({"name": name, "type": kind if isinstance(kind, str) else "COMBO",
                             "links": out_links.get((node.key, slot), []), "slot_index": slot})
         height = node_height(max(len(inputs), len(outputs)), len(widgets), multiline)
+        height += PREVIEW_HEIGHT if node.type in PREVIEW_NODES else 0
         if node.type in ("SaveImage", "PreviewImage", "LoadImage"):
             height = 380
         ui = {"id": ids[node.key], "type": node.type, "pos": list(node.pos), "size": [node.width, height], "flags": {},
               "order": order, "mode": node.mode, "inputs": inputs, "outputs": outputs,
-              "properties": {"Node name for S&R": node.type}, "widgets_values": widgets}
+              "properties": {**pack_identity(info), "Node name for S&R": node.type}, "widgets_values": widgets}
         if node.title:
             ui["title"] = node.title
         ui_nodes.append(ui)
         if node.mode == 0:
             api[str(ids[node.key])] = {"inputs": api_inputs, "class_type": node.type,
-                                       "_meta": {"title": node.title or info["display_name"]}}
+                                       "_meta": {"title": node.title or info["display_name"], **pack_identity(info)}}
     # links filled in after every node is known: outputs need the final link lists
     for ui in ui_nodes:
         key = workflow.nodes[ui["id"] - 1].key

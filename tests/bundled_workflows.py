@@ -8,7 +8,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = ROOT / "example_workflows"
-NAMES = ("lsd_full_pipeline", "lsd_detail_only", "lsd_global_only", "lsd_manual_regions", "lsd_flux_pipeline")
 MODEL_FILE_INPUTS = {"ckpt_name", "clip_name", "model_name", "checkpoint", "image", "unet_name", "clip_name1",
                      "clip_name2", "vae_name", "style_model_name"}
 
@@ -36,6 +35,9 @@ def builder():
     finally:
         sys.path.pop(0)
     return build_workflows
+
+
+NAMES = tuple(make().name for make in builder().WORKFLOWS)
 
 
 def is_link(value) -> bool:

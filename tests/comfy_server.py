@@ -25,11 +25,16 @@ class PromptFailed(RuntimeError):
 
 
 class ComfyServer:
-    """`python main.py --cpu` on a free loopback port, with private input/output/user folders under `workdir`."""
+    """`python main.py --cpu` on a free loopback port, with private input/output/user folders under `workdir`.
+
+    `python` runs it (default: this interpreter, for the host whose venv runs the tests); `front_end_root` serves
+    another frontend build than the host's own (ComfyUI's --front-end-root); `env` adds environment variables."""
 
     def __init__(self, comfyui: Path, workdir: Path, extra_custom_nodes: tuple[Path, ...] = (), models: Path | None = None,
-                 env: dict[str, str] | None = None):
+                 python: Path | None = None, front_end_root: Path | None = None, env: dict[str, str] | None = None):
         self.comfyui = Path(comfyui)
+        self.python = str(python or sys.executable)
+        self.front_end_root = front_end_root
         self.workdir = Path(workdir)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -60,12 +65,13 @@ class ComfyServer:
         dirs = {name: self.workdir / name for name in ("input", "output", "temp", "user")}
         for d in dirs.values():
             d.mkdir(parents=True, exist_ok=True)
+        frontend = ["--front-end-root", str(self.front_end_root)] if self.front_end_root else []
         return [
-            sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
+            self.python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
             "--disable-auto-launch", "--database-url", "sqlite:///:memory:",
             "--extra-model-paths-config", str(self._paths_config()),
             "--input-directory", str(dirs["input"]), "--output-directory", str(dirs["output"]),
-            "--temp-directory", str(dirs["temp"]), "--user-directory", str(dirs["user"]),
+            "--temp-directory", str(dirs["temp"]), "--user-directory", str(dirs["user"]), *frontend,
         ]
 
     def start(self, timeout: float = 300.0) -> "ComfyServer":

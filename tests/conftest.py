@@ -38,20 +38,41 @@ _import_pack()
 FIXTURE_NODES = ROOT / "tests" / "fixtures" / "lsd_test_models"
 
 
+def start_server(workdir: Path, comfyui: Path = COMFYUI, python: Path | None = None, front_end_root: Path | None = None):
+    """A real ComfyUI server of `comfyui` (run by `python`, serving `front_end_root` if given) with the pack, the
+    test-only model nodes and the tiny SAM3 checkpoint."""
+    from comfy_server import ComfyServer
+    from fixtures.tiny_sam3 import build_tiny_sam3, write_models_dir
+
+    write_models_dir(workdir / "models" / "sam3", build_tiny_sam3())
+    return ComfyServer(comfyui, workdir, extra_custom_nodes=(FIXTURE_NODES,), models=workdir / "models",
+                       python=python, front_end_root=front_end_root).start()
+
+
 @pytest.fixture(scope="session")
 def comfy_server(tmp_path_factory):
     """One real ComfyUI server for the session, with the pack and the test-only model node loaded."""
-    from comfy_server import ComfyServer
-
     if not (COMFYUI / "main.py").is_file():
         pytest.fail(f"no ComfyUI host at {COMFYUI}: run `make test` (it provisions one) or set LSD_COMFYUI")
-    from fixtures.tiny_sam3 import build_tiny_sam3, write_models_dir
-
-    workdir = tmp_path_factory.mktemp("comfy")
-    write_models_dir(workdir / "models" / "sam3", build_tiny_sam3())
-    server = ComfyServer(COMFYUI, workdir, extra_custom_nodes=(FIXTURE_NODES,), models=workdir / "models").start()
+    server = start_server(tmp_path_factory.mktemp("comfy"))
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def other_servers(tmp_path_factory):
+    """Servers of other hosts than the session's (tests/frontends.py), each started on first use, stopped at the end."""
+    started = {}
+
+    def server_of(host):
+        if host.name not in started:
+            started[host.name] = start_server(tmp_path_factory.mktemp(f"comfy-{host.name}"), host.comfyui,
+                                              host.python, host.front_end_root)
+        return started[host.name]
+
+    yield server_of
+    for server in started.values():
+        server.stop()
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from luna_semantic_detailer.kernels.planning import (
-    FIT_BAND, Crop, Tile, batches, chess_phases, plan_crop, plan_tiles,
+    FIT_BAND, Crop, Tile, batches, chess_phases, least_tile_counts, plan_crop, plan_tiles,
 )
 
 FAST = settings(max_examples=100, deadline=None)
@@ -125,6 +125,20 @@ def test_fit_meets_issue_21s_sampled_area_targets(width, height, most):
     tiles = plan_tiles(width, height, 1024, 128, 8, fit="fit")
     assert area(tiles) <= most < area(plan_tiles(width, height, 1024, 128, 8)) + (width == 3840) * 1e12
     assert len({(t.width, t.height) for t in tiles}) == 1
+
+
+@FAST
+@given(tile_case(max_per_axis=40), st.sampled_from(["fit", "exact"]))
+def test_least_tile_counts_never_exceed_the_plan(case, fit):
+    """The O(1) floor GET /luna/plan refuses huge plans by: at most the planner's columns and rows, exactly them for
+    exact tiles whose advance is on the grid."""
+    width, height, tile, overlap, factor = case
+    tiles = plan_tiles(*case, fit=fit)
+    floor = least_tile_counts(*case, fit)
+    planned = (tiles[-1].col + 1, tiles[-1].row + 1)
+    assert floor[0] <= planned[0] and floor[1] <= planned[1]
+    if fit == "exact" and overlap % factor == 0:
+        assert floor == planned
 
 
 def test_unknown_fit_is_a_clear_error():

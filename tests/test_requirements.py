@@ -100,10 +100,15 @@ def test_what_comes_with_comfyui_is_in_comfyuis_own_requirements():
     assert set(COMES_WITH_COMFYUI) <= comfy
 
 
-def test_pyproject_dependencies_are_requirements_txt():
+def test_pyproject_dependencies_are_requirements_txt_and_the_supported_frontends():
+    """comfy-cli publishes a comfyui-frontend-package line as the supported frontend versions, not as a dependency."""
     with open(ROOT / "pyproject.toml", "rb") as fh:
         project = tomllib.load(fh)["project"]
-    assert [str(Requirement(d)) for d in project["dependencies"]] == [str(r) for r in REQUIREMENTS]
+    declared = [Requirement(d) for d in project["dependencies"]]
+    frontends = [r for r in declared if r.name == "comfyui-frontend-package"]
+    assert [str(r) for r in declared if r not in frontends] == [str(r) for r in REQUIREMENTS]
+    assert len(frontends) == 1 and frontends[0].specifier.contains(importlib.metadata.version(frontends[0].name)), \
+        "this host's frontend is outside the supported frontend versions"
     assert "optional-dependencies" not in project, "extras are a second list of requirements"
 
 

@@ -36,6 +36,32 @@ def test_every_workflow_has_ui_api_and_thumbnail():
         assert (WORKFLOWS / f"{name}.jpg").stat().st_size > 5000, name
 
 
+def test_every_luna_node_is_in_a_bundled_workflow():
+    from luna_semantic_detailer import NODE_CLASS_MAPPINGS
+
+    shown = {node["type"] for name in NAMES for node in ui(name)["nodes"]}
+    assert set(NODE_CLASS_MAPPINGS) - shown == set()
+
+
+def test_luna_nodes_carry_the_registry_id_and_version_as_the_frontend_records_them():
+    """properties.cnr_id / ver in the UI files (ComfyUI-Manager and the frontend's missing-node lookup read them) and
+    _meta.cnr_id / ver in the API files (frontend 1.58 writes them there): pyproject's name and version, on Luna
+    nodes only."""
+    import tomllib
+
+    from luna_semantic_detailer import NODE_CLASS_MAPPINGS
+
+    project = tomllib.loads((WORKFLOWS.parent / "pyproject.toml").read_text())["project"]
+    identity = {"cnr_id": project["name"], "ver": project["version"]}
+    for name in NAMES:
+        for node in ui(name)["nodes"]:
+            recorded = {k: node["properties"][k] for k in identity if k in node["properties"]}
+            assert recorded == (identity if node["type"] in NODE_CLASS_MAPPINGS else {}), (name, node["type"])
+        for node in api(name).values():
+            recorded = {k: node["_meta"][k] for k in identity if k in node["_meta"]}
+            assert recorded == (identity if node["class_type"] in NODE_CLASS_MAPPINGS else {}), (name, node)
+
+
 def test_nothing_test_only_is_shipped():
     for name in NAMES:
         text = (WORKFLOWS / f"{name}.json").read_text() + (WORKFLOWS / "api" / f"{name}.json").read_text()
