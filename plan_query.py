@@ -32,10 +32,11 @@ class PlanQuery:
     factor: int
     fit: str
     tiling: str
+    patch: int = 1
 
     def planner_args(self) -> tuple:
         """The arguments of pipeline.tiles.plan_summary, in its order."""
-        return self.width, self.height, self.tile, self.overlap, self.factor, self.fit, self.tiling
+        return self.width, self.height, self.tile, self.overlap, self.factor, self.fit, self.tiling, self.patch
 
 
 @dataclass(frozen=True)
@@ -62,12 +63,15 @@ def limits() -> Limits:
         return spec[1]["min"], spec[1]["max"]
 
     factors = tuple(sorted({spec.factor for spec in LATENT_FORMATS.values()}))
+    patches = tuple(sorted({spec.patch for spec in LATENT_FORMATS.values()}))
+    first = next(iter(LATENT_FORMATS.values()))
     return Limits(
         numbers={"width": span(scaffold["width"]), "height": span(scaffold["height"]),
                  "tile": span(required["tile_size"]), "overlap": span(required["overlap"])},
-        choices={"factor": factors, "fit": tuple(optional["tile_fit"][0]), "tiling": tuple(optional["tiling"][0])},
-        defaults={"factor": next(iter(LATENT_FORMATS.values())).factor, "fit": optional["tile_fit"][1]["default"],
-                  "tiling": optional["tiling"][1]["default"]},
+        choices={"factor": factors, "patch": patches, "latent_format": tuple(LATENT_FORMATS),
+                 "fit": tuple(optional["tile_fit"][0]), "tiling": tuple(optional["tiling"][0])},
+        defaults={"factor": first.factor, "patch": first.patch, "latent_format": None,
+                  "fit": optional["tile_fit"][1]["default"], "tiling": optional["tiling"][1]["default"]},
     )
 
 
@@ -101,9 +105,16 @@ def read(pairs: Iterable[tuple[str, str]]) -> PlanQuery:
     for name, options in bounds.choices.items():
         text = given.get(name)
         value = bounds.defaults[name] if text is None else next((o for o in options if str(o) == text), None)
-        if value is None:
+        if value is None and text is not None:
             raise QueryError(f"{name} must be one of {', '.join(map(str, options))}, got {_shown(text)}")
         choices[name] = value
+    latent_format = choices.pop("latent_format")
+    if latent_format is not None:
+        from .nodes.common import LATENT_FORMATS
+
+        if "factor" in given or "patch" in given:
+            raise QueryError("give latent_format, or factor and patch, not both")
+        choices.update(factor=LATENT_FORMATS[latent_format].factor, patch=LATENT_FORMATS[latent_format].patch)
     query = PlanQuery(**numbers, **choices)
     _refuse_large(query)
     return query
@@ -113,7 +124,8 @@ def _refuse_large(query: PlanQuery) -> None:
     from .kernels.planning import least_tile_counts
 
     try:
-        columns, rows = least_tile_counts(query.width, query.height, query.tile, query.overlap, query.factor, query.fit)
+        columns, rows = least_tile_counts(query.width, query.height, query.tile, query.overlap, query.factor, query.fit,
+                                          query.patch)
     except ValueError as exc:
         raise QueryError(str(exc)) from None
     if columns > MAX_TILES_PER_SIDE or rows > MAX_TILES_PER_SIDE or columns * rows > MAX_TILES:

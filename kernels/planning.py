@@ -134,13 +134,14 @@ def plan_tiles(width: int, height: int, tile: int, overlap: int, factor: int = 8
     return [Tile(x, y, w, h, r, c) for r, (y, h) in enumerate(rows) for c, (x, w) in enumerate(columns)]
 
 
-def least_tile_counts(width: int, height: int, tile: int, overlap: int, factor: int, fit: str) -> tuple[int, int]:
+def least_tile_counts(width: int, height: int, tile: int, overlap: int, factor: int, fit: str,
+                      patch: int = 1) -> tuple[int, int]:
     """(columns, rows) that plan_tiles gives at least, in O(1), for refusing a plan before it is made.
 
     An axis of latent length L holds n tiles of one extent e <= E (E = tile, or for "fit" the band's top when larger)
     advancing by at most e - overlap, so (n - 1) * (e - overlap) + e >= L, hence n >= ceil((L - E) / (E - overlap)) + 1.
     """
-    _check_plan(width, height, tile, overlap, factor, fit)
+    _check_plan(width, height, tile, overlap, factor, fit, patch)
     largest = tile if fit == "exact" else max(tile, int(tile * FIT_BAND[1]) // factor * factor)
 
     def least(length: int) -> int:

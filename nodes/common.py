@@ -8,19 +8,21 @@ CATEGORY = "Luna"
 
 @dataclass(frozen=True)
 class LatentSpec:
-    """Latent channels and pixels per latent cell of a model family."""
+    """Latent channels and pixels per latent cell of a model family; `patch`: latent cells per side of the patches
+    its diffusion model cuts (what the web preview plans with; the nodes read it from the MODEL)."""
 
     channels: int
     factor: int
+    patch: int = 1
 
 
 LATENT_FORMATS: dict[str, LatentSpec] = {
     "SD1.5 / SDXL (4 ch, ÷8)": LatentSpec(4, 8),
-    "Flux.1 / Chroma (16 ch, ÷8)": LatentSpec(16, 8),
+    "Flux.1 / Chroma (16 ch, ÷8)": LatentSpec(16, 8, 2),
     "Flux.2 (128 ch, ÷16)": LatentSpec(128, 16),
-    "Z-Image (16 ch, ÷8)": LatentSpec(16, 8),
-    "Qwen-Image (16 ch, ÷8)": LatentSpec(16, 8),
-    "SD3 / SD3.5 (16 ch, ÷8)": LatentSpec(16, 8),
+    "Z-Image (16 ch, ÷8)": LatentSpec(16, 8, 2),
+    "Qwen-Image (16 ch, ÷8)": LatentSpec(16, 8, 2),
+    "SD3 / SD3.5 (16 ch, ÷8)": LatentSpec(16, 8, 2),
 }
 
 

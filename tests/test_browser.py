@@ -111,7 +111,7 @@ def test_the_extension_tile_plan_is_the_python_planner(ui_):
     got = ui_.page.evaluate(f"""async (cases) => {{
         const luna = await import('/extensions/{PACK}/luna.js');
         const plans = await Promise.all(cases.map(([w, h, t, o, fit]) =>
-            new Promise((done) => luna.tilePlan(w, h, t, o, fit, 'chess', 8, done))));
+            new Promise((done) => luna.tilePlan(w, h, t, o, fit, 'chess', {{ factor: 8 }}, done))));
         return plans.map((p) => [p.count, p.phases, p.tiles.map((x) => [x.x, x.y, x.w, x.h])]);
     }}""", cases)
     for (w, h, t, o, fit), (count, phases, rects) in zip(cases, got):

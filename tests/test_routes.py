@@ -13,6 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from luna_semantic_detailer import plan_query
+from luna_semantic_detailer.nodes.common import LATENT_FORMATS
+from luna_semantic_detailer.pipeline.tiles import canvas_tiles
 
 pytestmark = pytest.mark.host
 
@@ -48,7 +50,9 @@ def test_the_limits_are_the_nodes_own_as_the_server_declares_them(comfy_server):
     assert limits.choices["tiling"] == tuple(refiner["optional"]["tiling"][0])
     formats = info["LunaNoiseScaffold"]["input"]["required"]["latent_format"][0]
     assert set(limits.choices["factor"]) == {int(name.rsplit("÷", 1)[1].rstrip(")")) for name in formats}
-    assert limits.defaults == {"factor": 8, "fit": refiner["optional"]["tile_fit"][1]["default"],
+    assert limits.choices["latent_format"] == tuple(formats) and set(limits.choices["patch"]) == {1, 2}
+    assert limits.defaults == {"factor": 8, "patch": 1, "latent_format": None,
+                               "fit": refiner["optional"]["tile_fit"][1]["default"],
                                "tiling": refiner["optional"]["tiling"][1]["default"]}
 
 
@@ -70,6 +74,9 @@ HOSTILE = [
     {"tile": 64, "overlap": 0, "width": 16384, "height": 64},  # 256 tiles in a row
     {"tile": 1024, "overlap": 1024},  # overlap > tile - factor
     {"tile": 1000, "factor": 16},  # not on the latent grid
+    {"patch": 3}, {"latent_format": "Flux.3 (16 ch, ÷8)"}, {"latent_format": "x" * 10_000},
+    {"tile": 1032, "patch": 2},  # 129 cells: not whole 2 x 2 patches
+    {"factor": 8, "latent_format": "Flux.1 / Chroma (16 ch, ÷8)"},  # both
 ]
 
 
@@ -141,3 +148,17 @@ def test_sam3_status_names_models_as_in_the_models_folder_never_a_path(comfy_ser
     assert all(m["folder"] == "sam3" for m in models)
     text = json.dumps(models)
     assert str(comfy_server.workdir) not in text and str(comfy_server.comfyui) not in text and '"/' not in text
+
+
+@pytest.mark.parametrize("name", list(LATENT_FORMATS))
+def test_a_latent_format_plans_with_its_factor_and_its_models_patch(comfy_server, name):
+    """The preview sends the scaffold's latent_format: the plan is the node's for that family (1000 x 744 has odd
+    latent sides at ÷8, which a 2 x 2 patch model must not receive)."""
+    spec = LATENT_FORMATS[name]
+    status, body, _ = fetch(comfy_server, query(width=1000, height=744, tile=512, overlap=64, fit="fit", factor=None,
+                                                latent_format=name))
+    assert status == 200, body[:300]
+    plan = json.loads(body)
+    tiles = canvas_tiles(1000, 744, 512, 64, spec.factor, "fit", spec.patch)
+    assert [[t["x"], t["y"], t["w"], t["h"]] for t in plan["tiles"]] == [[t.x, t.y, t.width, t.height] for t in tiles]
+    assert all(w % (spec.factor * spec.patch) == 0 and h % (spec.factor * spec.patch) == 0 for w, h in plan["tile_sizes"])

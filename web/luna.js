@@ -43,9 +43,11 @@ function fetchJson(url, onDone) {
   return api.fetchApi(url).then((r) => r.json()).then(onDone).catch((e) => onDone({ error: String(e) }));
 }
 
-// The refiner's plan for a canvas as the node will sample it, or null while it is being fetched.
-export function tilePlan(width, height, tile, overlap, fit = "fit", tiling = "parallel", factor = FACTOR, onReady = () => {}) {
-  const query = new URLSearchParams({ width, height, tile, overlap, fit, tiling, factor }).toString();
+// The refiner's plan for a canvas as the node will sample it, or null while it is being fetched. `latent`: the
+// scaffold's {latent_format} (its factor and the model's patch), or {factor}.
+export function tilePlan(width, height, tile, overlap, fit = "fit", tiling = "parallel", latent = { factor: FACTOR },
+                         onReady = () => {}) {
+  const query = new URLSearchParams({ width, height, tile, overlap, fit, tiling, ...latent }).toString();
   if (!plans.has(query)) {
     plans.set(query, null);
     fetchJson(`/luna/plan?${query}`, (plan) => { plans.set(query, plan); onReady(plan); });
@@ -73,10 +75,9 @@ export function canvasSize(node) {
   return { width: null, height: null, from: "image" };
 }
 
-function factorOf(node) {
-  const format = String(widgetValue(sourceNode(node, "master_scaffold"), "latent_format") ?? "");
-  const match = format.match(/÷(\d+)/);
-  return match ? parseInt(match[1], 10) : FACTOR;
+function latentOf(node) {
+  const format = widgetValue(sourceNode(node, "master_scaffold"), "latent_format");
+  return format ? { latent_format: format } : { factor: FACTOR };
 }
 
 export function refinerPlan(node, onReady = () => {}) {
@@ -87,7 +88,7 @@ export function refinerPlan(node, onReady = () => {}) {
   const overlap = widgetValue(node, "overlap");
   const fit = widgetValue(node, "tile_fit") ?? "fit";
   const tiling = widgetValue(node, "tiling") ?? "parallel";
-  const plan = tilePlan(size.width, size.height, tile, overlap, fit, tiling, factorOf(node), onReady);
+  const plan = tilePlan(size.width, size.height, tile, overlap, fit, tiling, latentOf(node), onReady);
   if (!plan) return { text: "tile plan: …" };
   if (plan.error) return { text: `tile plan: ${plan.error}` };
   const batch = widgetValue(node, "max_batch");
