@@ -13,6 +13,7 @@ from .kernels import validation
 NOISE_SCAFFOLD = "LUNA_NOISE_SCAFFOLD"
 DETECTION_DATA = "LUNA_DETECTION_DATA"
 SAM3_MODEL = "LUNA_SAM3"
+SHARD_PLAN = "LUNA_SHARD_PLAN"
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ STRATEGIES = ("chess", "parallel", "fused", "independent")
 
 def run_tiling(job, canvas, scaffold, tile: int, overlap: int, strategy: str, fit: str):
     """The refiner's result; "independent" is parallel with a noise of its own per tile instead of the scaffold slice."""
-    import luna_semantic_detailer.pipeline.refine as refine_module
+    import luna_semantic_detailer.pipeline.region_sampling as refine_module
     from luna_semantic_detailer.kernels.noise import own_noise, region_seed
     from luna_semantic_detailer.pipeline.tiles import refine_tiles
 
@@ -178,7 +178,8 @@ def detailer_table(args, out_dir: Path) -> list[dict]:
     from luna_semantic_detailer.luna_types import Detection
     from luna_semantic_detailer.pipeline.canvas import canvas_noise
     from luna_semantic_detailer.pipeline.crops import MaskEdge, canonical, crop_regions
-    from luna_semantic_detailer.pipeline.refine import refine
+    from luna_semantic_detailer.pipeline.chess import refine_chess
+    from luna_semantic_detailer.pipeline.parallel import refine_parallel
 
     width, height = args.width, args.height
     boxes = [(0.1, 0.15, 0.3, 0.45), (0.22, 0.3, 0.42, 0.6), (0.6, 0.55, 0.75, 0.8)]
@@ -198,9 +199,10 @@ def detailer_table(args, out_dir: Path) -> list[dict]:
     rows = []
     for kind in ("local", "tile-global"):
         job = job_for(exact_model(kind), block_vae(), scaffold.seed, args.steps, 0.6, args.sampler)
-        reference = refine(job, canvas, noise, [whole])
+        reference = refine_parallel(job, canvas, noise, [whole])
         for name, phases in (("parallel", None), ("rounds", overlap_rounds([r.rect for r in regions]))):
-            out = refine(job, canvas, noise, regions, phases=phases)
+            out = refine_parallel(job, canvas, noise, regions) if phases is None else \
+                refine_chess(job, canvas, noise, regions, phases)
             inside = union > 0
             rows.append({"model": kind, "overlaps": name, "error": error(out, reference, canvas),
                          "energy_in_masks": float((out - canvas)[0][inside].std() / (reference - canvas)[0][inside].std()),

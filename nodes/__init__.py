@@ -4,7 +4,7 @@ from __future__ import annotations
 import importlib
 import logging
 
-NODE_MODULES: tuple[str, ...] = ("scaffold", "refiner", "detailer", "detections", "interop", "sam3")
+NODE_MODULES: tuple[str, ...] = ("scaffold", "refiner", "detailer", "shards", "detections", "interop", "sam3")
 
 NODE_CLASS_MAPPINGS: dict[str, type] = {}
 NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {}

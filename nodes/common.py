@@ -102,6 +102,19 @@ def max_batch_input() -> dict:
     return {"max_batch": ("INT", {"default": 4, "min": 1, "max": 64, "tooltip": "Most crops/tiles sampled in one call; also bounded by free memory, and halved on out-of-memory. Batching pays on a GPU; on a CPU 1–2 is as fast."})}
 
 
+def shard_inputs(what: str) -> dict:
+    """The optional shard inputs (issue 30): which share of the `what` this run samples, for ComfyUI-Distributed."""
+    return {
+        "shard_index": ("INT", {"default": 0, "min": 0, "max": 63, "tooltip": (
+            f"Which share of the {what} this machine samples (0 = all of them when shard_count is 1). With "
+            "ComfyUI-Distributed: connect DistributedSeed with seed 0 (the master gets 0, worker i gets i)."), }),
+        "shard_count": ("INT", {"default": 1, "min": 1, "max": 64, "tooltip": (
+            f"Into how many shares the {what} are split, balanced by sampled area: 1 + the number of workers. Above 1 "
+            "the image output is this shard's refined regions, packed for DistributedCollector → Luna Shard Merge; "
+            "tiling must be parallel.")}),
+    }
+
+
 COLOR_MATCHES = ("off", "low-frequency")
 
 

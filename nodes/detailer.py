@@ -3,14 +3,15 @@ from __future__ import annotations
 
 import torch
 
-from ..luna_types import DETECTION_DATA, NOISE_SCAFFOLD
-from ..pipeline.crops import CROP_SIZES, PREVIEW_SIZE, MaskEdge, detail_canvas
+from ..luna_types import DETECTION_DATA, NOISE_SCAFFOLD, SHARD_PLAN
+from ..pipeline.crops import CROP_SIZES, PREVIEW_SIZE, MaskEdge, detail_canvas, detail_shard
 from ..pipeline.anchoring import resolve
 from ..pipeline.prompts import PROMPT_MODES, label_positives
-from ..pipeline.refine import RefineJob
+from ..pipeline.region_sampling import RefineJob
 from ..pipeline.sampling import Sampler
+from ..pipeline.shards import Shard
 from .common import (CATEGORY, anchoring_inputs, check_scaffold_format, color_match_input, max_batch_input,
-                     sampler_inputs, vision_strength_input)
+                     sampler_inputs, shard_inputs, vision_strength_input)
 
 
 def wanted(labels: str):
@@ -28,9 +29,11 @@ class LunaSAM3Detailer:
         "weights. Pixels outside every mask are left bit-identical."
     )
     CATEGORY = f"{CATEGORY}/Refine"
-    RETURN_TYPES = ("IMAGE", "IMAGE")
-    RETURN_NAMES = ("image", "crops")
-    OUTPUT_TOOLTIPS = ("The patched canvas.", f"What was sampled: each refined crop at {PREVIEW_SIZE}×{PREVIEW_SIZE}.")
+    RETURN_TYPES = ("IMAGE", "IMAGE", SHARD_PLAN)
+    RETURN_NAMES = ("image", "crops", "shard_plan")
+    OUTPUT_TOOLTIPS = ("The patched canvas (with shard_count > 1: this shard's refined crops, packed for "
+                       "DistributedCollector).", f"What was sampled: each refined crop at {PREVIEW_SIZE}×{PREVIEW_SIZE}.",
+                       "With shard_count > 1: the plan for Luna Shard Merge (connect the master's).")
     FUNCTION = "detail"
 
     @classmethod
@@ -59,17 +62,19 @@ class LunaSAM3Detailer:
                 "label_prompt_mode": (list(PROMPT_MODES), {"default": "append", "tooltip": "append: the label's prompt after the positive prompt (ConditioningConcat); replace: the label's prompt instead of it."}),
                 **color_match_input(),
                 **anchoring_inputs(),
+                **shard_inputs("crops"),
             },
         }
 
     def detail(self, image, master_scaffold, detection_data, model, positive, negative, vae, steps, cfg, sampler_name,
                scheduler, denoise, crop_size, context_padding, mask_dilation, mask_feather, vision_strength, max_batch,
                labels, clip=None, label_prompts="", label_prompt_mode="append", color_match="off", anchoring="auto",
-               clip_vision=None, style_model=None):
+               clip_vision=None, style_model=None, shard_index=0, shard_count=1):
+        shard = Shard(shard_index, shard_count)
         detections = [d for d in detection_data.detections if wanted(labels)(d)]
-        if not detections:
-            return image, torch.zeros(1, 64, 64, image.shape[-1], dtype=image.dtype, device=image.device)
-        last = max(d.image_index for d in detections)
+        if not detections and shard.whole:
+            return image, torch.zeros(1, 64, 64, image.shape[-1], dtype=image.dtype, device=image.device), None
+        last = max((d.image_index for d in detections), default=0)
         if last >= image.shape[0]:
             raise ValueError(
                 f"The detections refer to image {last} but the canvas batch has {image.shape[0]} image(s): "
@@ -81,8 +86,10 @@ class LunaSAM3Detailer:
         per_label = label_positives(clip, label_prompts, positive, label_prompt_mode)
         job = RefineJob(sampler, vae, positive, negative, master_scaffold.factor, max_batch, anchor, per_label,
                         color_match == "low-frequency")
-        return detail_canvas(job, image, master_scaffold, detections, CROP_SIZES[crop_size], context_padding,
-                             MaskEdge(mask_dilation, mask_feather))
+        sizes, edge = CROP_SIZES[crop_size], MaskEdge(mask_dilation, mask_feather)
+        if shard.whole:
+            return *detail_canvas(job, image, master_scaffold, detections, sizes, context_padding, edge), None
+        return detail_shard(job, image, master_scaffold, detections, sizes, context_padding, edge, shard)
 
 
 NODE_CLASS_MAPPINGS = {"LunaSAM3Detailer": LunaSAM3Detailer}

@@ -1,14 +1,15 @@
 """LunaGlobalRefiner: the whole canvas polished in overlapping tiles, each from its 1:1 slice of the master scaffold."""
 from __future__ import annotations
 
-from ..luna_types import NOISE_SCAFFOLD
+from ..luna_types import NOISE_SCAFFOLD, SHARD_PLAN
 from ..pipeline.anchoring import resolve
-from ..pipeline.refine import RefineJob
+from ..pipeline.region_sampling import RefineJob
 from ..pipeline.sampling import Sampler
 from ..kernels.planning import FIT_BAND, TILE_FITS
-from ..pipeline.tiles import TILINGS, refine_tiles
+from ..pipeline.shards import Shard
+from ..pipeline.tiles import TILINGS, refine_tile_shard, refine_tiles
 from .common import (CATEGORY, anchoring_inputs, check_scaffold_format, color_match_input, max_batch_input,
-                     sampler_inputs, vision_strength_input)
+                     sampler_inputs, shard_inputs, vision_strength_input)
 
 DEFAULT_TILING = "parallel"
 
@@ -22,8 +23,11 @@ class LunaGlobalRefiner:
         "fused (one canvas latent, every step averaged over the tiles) or chess (the spec's phases)."
     )
     CATEGORY = f"{CATEGORY}/Refine"
-    RETURN_TYPES = ("IMAGE",)
-    OUTPUT_TOOLTIPS = ("The refined canvas, same size as the input.",)
+    RETURN_TYPES = ("IMAGE", SHARD_PLAN)
+    RETURN_NAMES = ("image", "shard_plan")
+    OUTPUT_TOOLTIPS = ("The refined canvas, same size as the input (with shard_count > 1: this shard's refined tiles, "
+                       "packed for DistributedCollector).",
+                       "With shard_count > 1: the plan for Luna Shard Merge (connect the master's).")
     FUNCTION = "refine"
 
     @classmethod
@@ -47,18 +51,22 @@ class LunaGlobalRefiner:
                 "tiling": (list(TILINGS), {"default": DEFAULT_TILING, "tooltip": "How the tiles agree. " + " ".join(f"{k}: {v}." for k, v in TILINGS.items()) + " parallel won the fidelity table (BENCHMARKS.md)."}),
                 **color_match_input(),
                 **anchoring_inputs(),
+                **shard_inputs("tiles"),
             },
         }
 
     def refine(self, image, master_scaffold, model, positive, negative, vae, tile_size, overlap, steps, cfg,
                sampler_name, scheduler, denoise, vision_strength, max_batch, tile_fit="fit", tiling=DEFAULT_TILING,
-               color_match="off", anchoring="auto", clip_vision=None, style_model=None):
+               color_match="off", anchoring="auto", clip_vision=None, style_model=None, shard_index=0, shard_count=1):
+        shard = Shard(shard_index, shard_count)
         check_scaffold_format(master_scaffold, model, vae)
         sampler = Sampler(model, steps, cfg, sampler_name, scheduler, denoise, master_scaffold.seed)
         anchor = resolve(anchoring, model, clip_vision, style_model, vision_strength)
         job = RefineJob(sampler, vae, positive, negative, master_scaffold.factor, max_batch, anchor,
                         color_match=color_match == "low-frequency")
-        return (refine_tiles(job, image, master_scaffold, tile_size, overlap, tiling, tile_fit),)
+        if shard.whole:
+            return refine_tiles(job, image, master_scaffold, tile_size, overlap, tiling, tile_fit), None
+        return refine_tile_shard(job, image, master_scaffold, tile_size, overlap, tiling, tile_fit, shard)
 
 
 NODE_CLASS_MAPPINGS = {"LunaGlobalRefiner": LunaGlobalRefiner}

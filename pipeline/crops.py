@@ -20,8 +20,10 @@ from ..kernels.planning import Crop, plan_crop
 from ..kernels.regions import box_mask, mask_regions
 from ..luna_types import Detection, NoiseScaffold
 from .canvas import canvas_noise, pad_to_grid
-from .refine import RefineJob, refine, resize
+from .parallel import refine_parallel
+from .region_sampling import RefineJob, resize
 from .regions import Region
+from .shards import Shard, ShardPlan, sampled_shard, shard_plan
 
 CROP_SIZES = {"auto (1024 / 1536)": (1024, 1536), "1024": (1024,), "1536": (1536,), "768": (768,), "512": (512,)}
 ALPHA_CELLS = 512
@@ -87,18 +89,44 @@ def crop_regions(detections: Sequence[Detection], width: int, height: int, sizes
     return regions
 
 
+def _detail_regions(job: RefineJob, image: torch.Tensor, scaffold: NoiseScaffold, detections: Sequence[Detection],
+                    sizes: tuple[int, ...], context: float, edge: MaskEdge) -> tuple[torch.Tensor, torch.Tensor, list[Region]]:
+    """(padded canvas, its scaffold noise, a region per detection) of a detailer run."""
+    height, width = image.shape[1:3]
+    regions = crop_regions(canonical(detections), width, height, sizes, context, edge, scaffold.factor, scaffold.seed,
+                           job.patch)
+    return pad_to_grid(image, scaffold.factor), canvas_noise(scaffold, height, width), regions
+
+
+class Previews:
+    """Each refined crop at PREVIEW_SIZE, as the regions are done (`keep`), and all of them as one batch."""
+
+    def __init__(self):
+        self.kept: dict[int, torch.Tensor] = {}
+
+    def keep(self, index: int, pixels: torch.Tensor) -> None:
+        self.kept[index] = resize(pixels[None], (PREVIEW_SIZE, PREVIEW_SIZE))
+
+    def batch(self) -> torch.Tensor:
+        return torch.cat([self.kept[i] for i in sorted(self.kept)] or [torch.zeros(1, PREVIEW_SIZE, PREVIEW_SIZE, 3)])
+
+
 def detail_canvas(job: RefineJob, image: torch.Tensor, scaffold: NoiseScaffold, detections: Sequence[Detection],
                   sizes: tuple[int, ...], context: float, edge: MaskEdge) -> tuple[torch.Tensor, torch.Tensor]:
     """(`image` with every detection repainted in its crop, each refined crop at PREVIEW_SIZE) — all crops from the input."""
-    f = scaffold.factor
-    height, width = image.shape[1:3]
-    noise = canvas_noise(scaffold, height, width)
-    canvas = pad_to_grid(image, f)
-    regions = crop_regions(canonical(detections), width, height, sizes, context, edge, f, scaffold.seed, job.patch)
-    previews: dict[int, torch.Tensor] = {}
+    canvas, noise, regions = _detail_regions(job, image, scaffold, detections, sizes, context, edge)
+    previews = Previews()
+    out = refine_parallel(job, canvas, noise, regions, keep=previews.keep)
+    return out[:, :image.shape[1], :image.shape[2]].contiguous(), previews.batch()
 
-    def keep(index: int, pixels: torch.Tensor) -> None:
-        previews[index] = resize(pixels[None], (PREVIEW_SIZE, PREVIEW_SIZE))
 
-    out = refine(job, canvas, noise, regions, keep=keep)
-    return out[:, :height, :width].contiguous(), torch.cat([previews[i] for i in sorted(previews)])
+def detail_shard(job: RefineJob, image: torch.Tensor, scaffold: NoiseScaffold, detections: Sequence[Detection],
+                 sizes: tuple[int, ...], context: float, edge: MaskEdge,
+                 shard: Shard) -> tuple[torch.Tensor, torch.Tensor, ShardPlan]:
+    """(shard `shard`'s crops of the detailer run detail_canvas would make, packed for the merge; their previews; the
+    plan)."""
+    canvas, noise, regions = _detail_regions(job, image, scaffold, detections, sizes, context, edge)
+    plan = shard_plan("detailer", job, canvas, noise, regions, image.shape[2], image.shape[1], shard.count,
+                      (sizes, context, edge.dilation, edge.feather))
+    previews = Previews()
+    return sampled_shard(plan, shard, previews.keep), previews.batch(), plan

@@ -17,8 +17,14 @@ import comfy.patcher_extension
 import comfy.samplers
 import torch
 
+from ..kernels.color import match_low_frequencies
 from ..kernels.compositing import Layer, add_share_, share
-from .sampling import Conditioning
+from . import vae as vae_calls
+from .progress import Progress
+from .region_sampling import COLOR_SIGMA, RefineJob, RegionRun
+from .regions import Region
+from .sampling import Conditioning, from_model, to_model
+from .step_noise import NoiseSite, RegionNoise, region_sampler
 
 
 @dataclass(frozen=True)
@@ -127,48 +133,30 @@ class FusedGuider(comfy.samplers.CFGGuider):
         return denoised
 
 
-def refine_fused(job: "RefineJob", canvas: torch.Tensor, noise: torch.Tensor, regions: Sequence["Region"],
+def refine_fused(job: RefineJob, canvas: torch.Tensor, noise: torch.Tensor, regions: Sequence[Region],
                  layers: Sequence[Layer]) -> torch.Tensor:
     """`canvas` [B, H, W, 3] (padded to the grid; not modified) refined by the fused sampler.
 
     regions: the tiles of each image (the same grid for every image); layers: the grid's layers in latent cells.
     """
-    from .progress import Progress
-    from ..kernels.color import match_low_frequencies
-    from .conditioning import ControlCopies
-    from .refine import COLOR_SIGMA, anchor_features, batch_conditioning, batch_plan, conditioning_for
-
-    settings = job.sampler
     out = torch.empty_like(canvas)
-    progress = Progress(canvas.shape[0] * settings.steps, settings.model)
-    features = anchor_features(job, regions, canvas)
-    controls = ControlCopies()
-    try:
+    with RegionRun(job, canvas, noise, regions, range(len(regions)), steps=canvas.shape[0] * job.sampler.steps) as run:
         for b in range(canvas.shape[0]):
             members = [i for i, r in enumerate(regions) if r.image == b]
-            tiles = [regions[i] for i in members]
-            conds = conditioning_for(job, tiles, canvas)
             batches = []
-            for batch in batch_plan(job, tiles, conds, range(len(tiles))):
-                own = None if features is None else [features[members[i]] for i in batch]
-                positive, negative = batch_conditioning(job, [conds[i] for i in batch], own, controls)
-                batches.append(TileBatch(tuple(layers[i].rect for i in batch), positive, negative))
-            out[b:b + 1] = _sample_canvas(job, canvas[b:b + 1], noise, batches, layers, progress)
+            for batch in run.batches(members):
+                positive, negative = run.conditioning(batch)
+                batches.append(TileBatch(tuple(layers[members.index(i)].rect for i in batch), positive, negative))
+            out[b:b + 1] = _sample_canvas(job, canvas[b:b + 1], noise, batches, layers, run.progress)
             if job.color_match:
-                side = min(min(r.rect[2], r.rect[3]) for r in tiles)
+                side = min(min(regions[i].rect[2], regions[i].rect[3]) for i in members)
                 out[b:b + 1] = match_low_frequencies(out[b:b + 1], canvas[b:b + 1], side / COLOR_SIGMA)
-    finally:
-        controls.release()
     return out
 
 
-def _sample_canvas(job: "RefineJob", image: torch.Tensor, noise: torch.Tensor, batches: Sequence[TileBatch],
-                   layers: Sequence[Layer], progress) -> torch.Tensor:
+def _sample_canvas(job: RefineJob, image: torch.Tensor, noise: torch.Tensor, batches: Sequence[TileBatch],
+                   layers: Sequence[Layer], progress: Progress) -> torch.Tensor:
     """One canvas image [1, H, W, 3] through the fused sampler: encoded whole, sampled, decoded whole."""
-    from . import vae as vae_calls
-    from .sampling import from_model, to_model
-    from .step_noise import NoiseSite, RegionNoise, region_sampler
-
     settings = job.sampler
     latent = vae_calls.encode_canvas(job.vae, image)
     start = noise.to(latent)

@@ -1,6 +1,7 @@
 """What the region pipeline refines: a crop or tile of the canvas, where it is sampled from and how it enters the canvas."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -34,3 +35,15 @@ class Region:
     @property
     def layer(self) -> Layer:
         return Layer(self.rect, self.weight, self.coverage)
+
+
+class ImageLayers:
+    """The regions of each canvas image as compositor layers: `members[b]` the regions of image b in plan order,
+    `layers[b]` their layers, `place[i]` region i's place among them."""
+
+    def __init__(self, regions: Sequence[Region]):
+        self.members: dict[int, list[int]] = {}
+        for i, r in enumerate(regions):
+            self.members.setdefault(r.image, []).append(i)
+        self.layers = {b: [regions[i].layer for i in members] for b, members in self.members.items()}
+        self.place = {i: members.index(i) for members in self.members.values() for i in members}

@@ -7,9 +7,12 @@ from ..kernels.compositing import tile_layers
 from ..kernels.planning import Tile, chess_phases, plan_tiles
 from ..luna_types import NoiseScaffold
 from .canvas import canvas_noise, pad_to_grid
+from .chess import refine_chess
 from .fused import refine_fused
-from .refine import RefineJob, refine
+from .parallel import refine_parallel
+from .region_sampling import RefineJob
 from .regions import Region
+from .shards import Shard, ShardPlan, refuse_unless_parallel, sampled_shard, shard_plan
 
 TILINGS = {
     "fused": "one sampler run on the whole canvas latent (its noise: the scaffold); every step each tile predicts its "
@@ -44,25 +47,39 @@ def plan_summary(width: int, height: int, tile_size: int, overlap: int, factor: 
     }
 
 
+def _tiled(job: RefineJob, image: torch.Tensor, scaffold: NoiseScaffold, tile_size: int, overlap: int, tiling: str,
+           fit: str) -> tuple[torch.Tensor, torch.Tensor, list[Tile], list[Region]]:
+    """(padded canvas, its scaffold noise, the tiles, a region per tile of every image) of a refiner run."""
+    if tiling not in TILINGS:
+        raise ValueError(f"unknown tiling {tiling!r}; expected one of {', '.join(TILINGS)}")
+    height, width = image.shape[1:3]
+    tiles = canvas_tiles(width, height, tile_size, overlap, scaffold.factor, fit, job.patch)
+    regions = [Region(b, layer.rect, layer.rect[2:], layer.weight) for b in range(image.shape[0])
+               for layer in tile_layers(tiles)]
+    return pad_to_grid(image, scaffold.factor), canvas_noise(scaffold, height, width), tiles, regions
+
+
 def refine_tiles(job: RefineJob, image: torch.Tensor, scaffold: NoiseScaffold, tile_size: int, overlap: int,
                  tiling: str, fit: str = "fit") -> torch.Tensor:
     """`image` [B, H, W, 3] refined in tiles near `tile_size` (kernels.planning `fit`) overlapping by at least
     `overlap`, by `tiling` (see TILINGS)."""
-    if tiling not in TILINGS:
-        raise ValueError(f"unknown tiling {tiling!r}; expected one of {', '.join(TILINGS)}")
-    f = scaffold.factor
-    height, width = image.shape[1:3]
-    noise = canvas_noise(scaffold, height, width)
-    canvas = pad_to_grid(image, f)
-    tiles = canvas_tiles(width, height, tile_size, overlap, f, fit, job.patch)
-    layers = tile_layers(tiles)
-    regions = [Region(b, layer.rect, layer.rect[2:], layer.weight) for b in range(image.shape[0]) for layer in layers]
+    canvas, noise, tiles, regions = _tiled(job, image, scaffold, tile_size, overlap, tiling, fit)
     if tiling == "fused":
-        out = refine_fused(job, canvas, noise, regions, tile_layers(tiles, f))
+        out = refine_fused(job, canvas, noise, regions, tile_layers(tiles, scaffold.factor))
+    elif tiling == "chess":
+        per_image = chess_phases(tiles)
+        out = refine_chess(job, canvas, noise, regions,
+                           [[b * len(tiles) + i for i in phase] for b in range(image.shape[0]) for phase in per_image])
     else:
-        phases = None
-        if tiling == "chess":
-            per_image = chess_phases(tiles)
-            phases = [[b * len(tiles) + i for i in phase] for b in range(image.shape[0]) for phase in per_image]
-        out = refine(job, canvas, noise, regions, phases)
-    return out[:, :height, :width].contiguous()
+        out = refine_parallel(job, canvas, noise, regions)
+    return out[:, :image.shape[1], :image.shape[2]].contiguous()
+
+
+def refine_tile_shard(job: RefineJob, image: torch.Tensor, scaffold: NoiseScaffold, tile_size: int, overlap: int,
+                      tiling: str, fit: str, shard: Shard) -> tuple[torch.Tensor, ShardPlan]:
+    """(shard `shard`'s tiles of the refiner run refine_tiles would make, packed for the merge; the plan)."""
+    refuse_unless_parallel(tiling, shard)
+    canvas, noise, _, regions = _tiled(job, image, scaffold, tile_size, overlap, tiling, fit)
+    plan = shard_plan("refiner", job, canvas, noise, regions, image.shape[2], image.shape[1], shard.count,
+                      (tile_size, overlap, fit))
+    return sampled_shard(plan, shard), plan

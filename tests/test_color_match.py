@@ -14,7 +14,7 @@ from luna_semantic_detailer.kernels.color import low_frequencies, match_low_freq
 from luna_semantic_detailer.luna_types import Detection
 from luna_semantic_detailer.pipeline.canvas import canvas_noise
 from luna_semantic_detailer.pipeline.crops import MaskEdge, crop_regions
-from luna_semantic_detailer.pipeline.refine import refine
+from luna_semantic_detailer.pipeline.parallel import refine_parallel
 from luna_semantic_detailer.pipeline.tiles import canvas_tiles, refine_tiles
 
 WIDTH, HEIGHT = 2048, 1536
@@ -89,6 +89,6 @@ def test_a_crop_keeps_the_colour_of_its_surroundings_with_the_match_on():
     def core_offset(out):
         return float((out - canvas)[0, y:y + h, x:x + w][core].mean(dim=0).abs().max())
 
-    off = core_offset(refine(job, canvas, noise, regions))
-    on = core_offset(refine(replace(job, color_match=True), canvas, noise, regions))
+    off = core_offset(refine_parallel(job, canvas, noise, regions))
+    on = core_offset(refine_parallel(replace(job, color_match=True), canvas, noise, regions))
     assert off > STEP_BOUND and on <= STEP_BOUND / 2, (off, on)

@@ -43,7 +43,7 @@ def detail(image, data, *, crop=CROP, max_batch=4, scaffold=None, model=None, va
     return LunaSAM3Detailer().detail(
         image, scaffold or scaffold_for(w, h), data, model or default_model, encode_prompt("a face"), encode_prompt(""),
         vae or default_vae, crop_size=crop, max_batch=max_batch, **settings,
-    )
+    )[:2]
 
 
 def object_distance(data: DetectionData, height: int, width: int) -> torch.Tensor:

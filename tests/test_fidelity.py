@@ -20,7 +20,8 @@ from luna_semantic_detailer.nodes.common import sampler_inputs
 from luna_semantic_detailer.nodes.refiner import DEFAULT_TILING
 from luna_semantic_detailer.pipeline.canvas import canvas_noise
 from luna_semantic_detailer.pipeline.crops import MaskEdge, canonical, crop_regions
-from luna_semantic_detailer.pipeline.refine import refine
+from luna_semantic_detailer.pipeline.chess import refine_chess
+from luna_semantic_detailer.pipeline.parallel import refine_parallel
 from luna_semantic_detailer.pipeline.tiles import TILINGS, canvas_tiles, refine_tiles
 
 WIDTH, HEIGHT, TILE, OVERLAP = 2048, 1536, 1024, 128
@@ -87,9 +88,9 @@ def test_overlapping_detections_are_refined_once_and_match_one_whole_canvas_regi
     noise = canvas_noise(scaffold, HEIGHT, WIDTH)
     regions = crop_regions(detections, WIDTH, HEIGHT, (1024, 1536), 1.5, MaskEdge(16, 32), 8, scaffold.seed)
     job = job_for(exact_model("local"), block_vae(), scaffold.seed, denoise=0.6)
-    reference = refine(job, canvas, noise, [whole_canvas_region(regions, WIDTH, HEIGHT)])
-    together = refine(job, canvas, noise, regions)
-    rounds = refine(job, canvas, noise, regions, phases=overlap_rounds([r.rect for r in regions]))
+    reference = refine_parallel(job, canvas, noise, [whole_canvas_region(regions, WIDTH, HEIGHT)])
+    together = refine_parallel(job, canvas, noise, regions)
+    rounds = refine_chess(job, canvas, noise, regions, overlap_rounds([r.rect for r in regions]))
     assert len(overlap_rounds([r.rect for r in regions])) > 1
     assert error(together, reference, canvas) <= 0.005
     assert error(rounds, reference, canvas) > 10 * error(together, reference, canvas)

@@ -40,7 +40,7 @@ def spied_detail(max_batch, text=LINES, mode="append", clip=True):
 
     model.set_model_unet_function_wrapper(record)
     image = smooth_canvas(1, 1024, 1024, seed=2)
-    out, _ = LunaSAM3Detailer().detail(image, scaffold_for(1024, 1024), detections(), model, encode_prompt("a photo"),
+    out, _, _ = LunaSAM3Detailer().detail(image, scaffold_for(1024, 1024), detections(), model, encode_prompt("a photo"),
                                        encode_prompt(""), models()[1], max_batch=max_batch, labels="",
                                        clip=tiny_clip() if clip else None, label_prompts=text, label_prompt_mode=mode,
                                        **SETTINGS)

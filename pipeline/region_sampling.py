@@ -1,12 +1,14 @@
-"""The one region loop: regions in, with their weights, noise slices and batches; the composited canvas out.
+"""The region work every strategy stands on: sampling batches of regions (pipeline.regions.Region) of one node run.
 
 Every region of a batch goes through the same steps: its pixels cut from the canvas (resized to its sampled size), its
-scaffold slice (downscaled with it, variance-preserving), its anchoring, one VAE encode, one sampler call with its own
-per-step noise, one VAE decode; then the compositor (`kernels.compositing`) puts each result in the canvas.
+scaffold slice (downscaled with it, variance-preserving), its conditioning cut to it and anchored by its own features,
+one VAE encode, one sampler call with its own per-step noise, one VAE decode, the optional colour match. `RegionRun`
+holds what a node run computes once (every region's conditioning and anchoring features, the ControlNet copies, the
+progress bar); the strategies (pipeline.parallel, .chess, .fused) decide the order and how results enter the canvas.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,7 +16,6 @@ import torch
 import torch.nn.functional as F
 
 from ..kernels.color import match_low_frequencies
-from ..kernels.compositing import add_share_, lerp_, sequential_share, share
 from ..kernels.noise import region_seed, slice_noise
 from ..kernels.resample import downscale_noise
 from . import vae as vae_calls
@@ -128,8 +129,7 @@ def crop(source: torch.Tensor, regions: Sequence[Region]) -> torch.Tensor:
 
 
 def refine_batch(job: RefineJob, source: torch.Tensor, noise: torch.Tensor, regions: Sequence[Region],
-                 conds: Sequence[RegionConditioning], features: Sequence[Features] | None, controls: ControlCopies,
-                 progress: Progress) -> list[torch.Tensor]:
+                 conditioning: tuple[Conditioning, Conditioning], progress: Progress) -> list[torch.Tensor]:
     """Refined pixels [h, w, 3] of each region of `source` [B, H, W, 3] (regions that share a batch key), at its rect's
     size (regions sampled at one size may come from rects of different sizes)."""
     pixels = crop(source, regions)
@@ -143,7 +143,7 @@ def refine_batch(job: RefineJob, source: torch.Tensor, noise: torch.Tensor, regi
     masks = [r.noise_mask for r in regions]
     noise_mask = None if masks[0] is None else torch.stack(masks)[:, None]
     step_noise = RegionNoise(job.sampler.seed, noise_sites(job, regions), latent.shape[1])
-    positive, negative = batch_conditioning(job, conds, features, controls)
+    positive, negative = conditioning
     samples = sample(job.sampler, start.to(latent), latent, positive, negative, step_noise,
                      noise_mask=noise_mask, callback=progress.callback(len(regions)))
     refined = vae_calls.decode(job.vae, samples).to(source)
@@ -174,50 +174,46 @@ def batch_plan(job: RefineJob, regions: Sequence[Region], conds: Sequence[Region
     return plan_batches(members, key, size)
 
 
-def refine(job: RefineJob, canvas: torch.Tensor, noise: torch.Tensor, regions: Sequence[Region],
-           phases: Sequence[Sequence[int]] | None = None,
-           keep: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
-    """`canvas` [B, H, W, 3] (padded to the grid; not modified) with every region refined and composited, as a new tensor.
+class RegionRun:
+    """One node run over the regions `members` of a plan: their conditioning and anchoring features (computed once,
+    before any sampling), the run's ControlNet copies (released at the end) and its progress bar (`steps`: region-steps
+    in all, default every member's). Use as a context manager."""
 
-    phases None: every region is sampled from `canvas` and enters with its `share` (kernels.compositing); phases given:
-    phase by phase, each sampled from the canvas as it stands, blended by `sequential_share`. `noise` is the canvas's
-    scaffold [1, C, H/f, W/f]; keep(i, pixels) sees each region's refined pixels [h, w, 3].
-    """
-    import comfy.model_management as mm
+    def __init__(self, job: RefineJob, canvas: torch.Tensor, noise: torch.Tensor, regions: Sequence[Region],
+                 members: Sequence[int], steps: int | None = None):
+        self.job, self.canvas, self.noise, self.regions = job, canvas, noise, list(regions)
+        members = list(members)
+        self.conds = dict(zip(members, conditioning_for(job, [self.regions[i] for i in members], canvas)))
+        features = anchor_features(job, [self.regions[i] for i in members], canvas)
+        self.features = None if features is None else dict(zip(members, features))
+        self.controls = ControlCopies()
+        self.progress = Progress(len(members) * job.sampler.steps if steps is None else steps, job.sampler.model)
 
-    out = canvas.clone()
-    conds = conditioning_for(job, regions, canvas)
-    features = anchor_features(job, regions, canvas)
-    controls = ControlCopies()
-    order = [list(range(len(regions)))] if phases is None else [list(p) for p in phases]
-    plans = [batch_plan(job, regions, conds, phase) for phase in order]
-    progress = Progress(len(regions) * job.sampler.steps, job.sampler.model)
-    per_image: dict[int, list[int]] = {}
-    for i, r in enumerate(regions):
-        per_image.setdefault(r.image, []).append(i)
-    layers = {b: [regions[i].layer for i in members] for b, members in per_image.items()}
-    place = {i: members.index(i) for members in per_image.values() for i in members}
-    blended: set[int] = set()
-    try:
-        for plan in plans:
-            source = canvas if phases is None else out
-            for batch in plan:
-                mm.throw_exception_if_processing_interrupted()
-                results = run_halving(lambda chunk: refine_batch(
-                    job, source, noise, [regions[i] for i in chunk], [conds[i] for i in chunk],
-                    None if features is None else [features[i] for i in chunk], controls, progress), batch, len(batch))
-                for i, pixels in zip(batch, results):
-                    if keep is not None:
-                        keep(i, pixels)
-                    r = regions[i]
-                    image_layers = layers[r.image]
-                    target = out[r.image:r.image + 1]
-                    if phases is None:
-                        add_share_(target, r.rect, pixels[None], share(image_layers, place[i]), base=canvas[r.image:r.image + 1])
-                    else:
-                        earlier = [place[j] for j in per_image[r.image] if j in blended]
-                        lerp_(target, r.rect, pixels[None], sequential_share(image_layers, place[i], earlier))
-                blended.update(batch)
-    finally:
-        controls.release()
-    return out
+    def __enter__(self) -> "RegionRun":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.controls.release()
+
+    def batches(self, members: Sequence[int]) -> list[list[int]]:
+        """`members` in batches that can share a sampler call (batch_plan)."""
+        regions = [self.regions[i] for i in members]
+        plan = batch_plan(self.job, regions, [self.conds[i] for i in members], range(len(members)))
+        return [[members[j] for j in batch] for batch in plan]
+
+    def conditioning(self, batch: Sequence[int]) -> tuple[Conditioning, Conditioning]:
+        """The batch's positive and negative (batch_conditioning)."""
+        features = None if self.features is None else [self.features[i] for i in batch]
+        return batch_conditioning(self.job, [self.conds[i] for i in batch], features, self.controls)
+
+    def sample(self, source: torch.Tensor, batch: Sequence[int]) -> list[torch.Tensor]:
+        """Refined pixels [h, w, 3] of the batch's regions, cut from `source` [B, H, W, 3]; halved on out-of-memory."""
+        import comfy.model_management as mm
+
+        mm.throw_exception_if_processing_interrupted()
+
+        def run(chunk: Sequence[int]) -> list[torch.Tensor]:
+            return refine_batch(self.job, source, self.noise, [self.regions[i] for i in chunk], self.conditioning(chunk),
+                                self.progress)
+
+        return run_halving(run, batch, len(batch))

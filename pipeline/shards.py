@@ -1,0 +1,184 @@
+"""Shards of a region plan (issue 30): each of N machines samples its share of the tiles or crops, the master merges.
+
+A shard samples exactly what the whole run samples for its regions (the same scaffold slices, per-step noise,
+seeds, conditioning and anchoring: all of it follows a region's place on the canvas, none of it the batch), so the
+result cannot depend on which machine sampled which region. Shards are balanced by sampled area: the largest region
+first, each to the shard with the least area so far. What a shard sends is its refined regions, packed so an 8-bit
+transfer loses at most one rounding of each pixel (kernels.shard_images); the merge reads which region each image is,
+checks that every region of the plan arrived, samples the missing ones itself or stops naming their shards, and
+composites them as the local run does (pipeline.parallel.composite).
+"""
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from ..kernels.shard_images import NO_REGION, Label, UnreadableShard, pack, unpack
+from .parallel import composite, sample_regions
+from .region_sampling import RefineJob
+from .regions import Region
+
+MISSING = {
+    "sample them here": "the merge samples every region whose shard sent nothing (needs the models on this machine)",
+    "stop with an error": "the merge stops, naming the shards that sent nothing",
+}
+WORKER_SETTINGS = ("check that the worker is enabled and running in ComfyUI-Distributed's worker list (its Distributed "
+                   "panel), that it has the same models, and raise worker_timeout_seconds if it is slow")
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Shard `index` of `count` (0 of 1: the whole run)."""
+
+    index: int = 0
+    count: int = 1
+
+    def __post_init__(self):
+        if not (isinstance(self.count, int) and self.count >= 1 and isinstance(self.index, int)
+                and 0 <= self.index < self.count):
+            raise ValueError(f"shard_index must be in 0..shard_count - 1 and shard_count >= 1, got shard "
+                             f"{self.index} of {self.count}: with ComfyUI-Distributed, connect DistributedSeed (seed 0) "
+                             "to shard_index and set shard_count to 1 + the number of workers")
+
+    @property
+    def whole(self) -> bool:
+        return self.count == 1
+
+
+def owners(regions: Sequence[Region], count: int) -> list[int]:
+    """The shard of each region: regions by sampled area, largest first, each to the shard with the least area so far
+    (ties: the lower shard; equal areas: the earlier region)."""
+    load = [0] * count
+    out = [0] * len(regions)
+    for i in sorted(range(len(regions)), key=lambda i: (-regions[i].sample[0] * regions[i].sample[1], i)):
+        shard = min(range(count), key=lambda s: (load[s], s))
+        out[i] = shard
+        load[shard] += regions[i].sample[0] * regions[i].sample[1]
+    return out
+
+
+def refuse_unless_parallel(tiling: str, shard: Shard) -> None:
+    """Only tilings that sample every region from the input canvas can be split over machines."""
+    if not shard.whole and tiling != "parallel":
+        raise ValueError(f"tiling {tiling!r} needs the whole canvas at every step (or phase), so it cannot be split over "
+                         f"{shard.count} shards: use tiling: parallel with shard_count > 1, or shard_count 1")
+
+
+@dataclass
+class ShardPlan:
+    """What the merge needs of a sharded run: the job, the padded canvas [B, H, W, 3] and its scaffold, the regions
+    and their shards, the unpadded canvas size and the plan's fingerprint."""
+
+    kind: str
+    job: RefineJob
+    canvas: torch.Tensor
+    noise: torch.Tensor
+    regions: list[Region]
+    owners: list[int]
+    count: int
+    width: int
+    height: int
+    fingerprint: int
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(w, h) of the largest region: every packed image's size but its header row."""
+        return (max((r.rect[2] for r in self.regions), default=64), max((r.rect[3] for r in self.regions), default=64))
+
+    def members(self, shard: int) -> list[int]:
+        return [i for i, owner in enumerate(self.owners) if owner == shard]
+
+    def sample(self, members: Sequence[int]) -> dict[int, torch.Tensor]:
+        """{region: refined pixels [h, w, 3]} of `members`, sampled here."""
+        results: dict[int, torch.Tensor] = {}
+        sample_regions(self.job, self.canvas, self.noise, self.regions, members, results.__setitem__)
+        return results
+
+
+def shard_plan(kind: str, job: RefineJob, canvas: torch.Tensor, noise: torch.Tensor, regions: Sequence[Region],
+               width: int, height: int, count: int, settings: Sequence) -> ShardPlan:
+    """The plan of a run split into `count` shards; `settings`: what else every machine must share (the planner's)."""
+    s = job.sampler
+    shared = (*settings, s.steps, s.cfg, s.sampler_name, s.scheduler, s.denoise, s.seed, job.color_match,
+              None if job.anchor is None else (job.anchor.mode, job.anchor.strength))
+    return ShardPlan(kind, job, canvas, noise, list(regions), owners(regions, count), count, width, height,
+                     fingerprint(kind, width, height, count, regions, shared))
+
+
+def fingerprint(kind: str, width: int, height: int, count: int, regions: Sequence[Region], settings: Sequence) -> int:
+    """A 32-bit digest of what must be the same on every machine for their shards to fit together."""
+    described = repr((kind, width, height, count, [(r.image, r.rect, r.sample, r.own_seed, r.label) for r in regions],
+                      tuple(settings)))
+    return zlib.crc32(described.encode("utf-8"))
+
+
+def sampled_shard(plan: ShardPlan, shard: Shard,
+                  keep: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
+    """The packed images of shard `shard`'s regions, sampled here; keep(i, pixels) sees each."""
+    results = plan.sample(plan.members(shard.index))
+    for i, pixels in sorted(results.items()):
+        if keep is not None:
+            keep(i, pixels)
+    return packed(plan, shard, results)
+
+
+def packed(plan: ShardPlan, shard: Shard, results: Mapping[int, torch.Tensor]) -> torch.Tensor:
+    """The images shard `shard` sends: its regions' refined pixels, labelled (a marker image when it has none)."""
+    def label(region: int, pixels: torch.Tensor | None) -> Label:
+        w, h = (pixels.shape[1], pixels.shape[0]) if pixels is not None else (0, 0)
+        return Label(plan.fingerprint, shard.index, shard.count, region, len(plan.regions), w, h)
+
+    items = sorted(results.items()) or [(NO_REGION, None)]
+    return pack([pixels for _, pixels in items], [label(i, pixels) for i, pixels in items], plan.size)
+
+
+def received(plan: ShardPlan, images: torch.Tensor) -> tuple[dict[int, torch.Tensor], set[int]]:
+    """({region: pixels}, shards heard from) of the collected images [N, H, W, 3], each checked against the plan."""
+    results: dict[int, torch.Tensor] = {}
+    heard: set[int] = set()
+    for n, image in enumerate(images):
+        try:
+            label, pixels = unpack(image)
+        except UnreadableShard as exc:
+            raise ValueError(f"image {n} of the collected shards: {exc}. Connect DistributedCollector's output "
+                             "(fed by the Luna node's image output) to the merge's shards input") from None
+        if label.plan != plan.fingerprint or label.shards != plan.count:
+            raise ValueError(
+                f"image {n} comes from shard {label.shard} of {label.shards} of another plan (fingerprint "
+                f"{label.plan:08x}, this one {plan.fingerprint:08x} of {plan.count} shards): every machine must run "
+                "the same workflow, models and settings; set shard_count the same on all")
+        heard.add(label.shard)
+        if label.region == NO_REGION:
+            continue
+        if label.region >= len(plan.regions) or plan.owners[label.region] != label.shard:
+            raise ValueError(f"image {n} holds region {label.region}, which shard {label.shard} does not sample: two "
+                             "machines ran one shard_index; connect DistributedSeed with seed 0 to shard_index")
+        if label.region in results:
+            raise ValueError(f"region {label.region} arrived twice: two machines ran shard {label.shard}; connect "
+                             "DistributedSeed with seed 0 to shard_index")
+        region = plan.regions[label.region]
+        if (pixels.shape[1], pixels.shape[0]) != (region.rect[2], region.rect[3]):
+            raise ValueError(f"region {label.region} arrived as {pixels.shape[1]}x{pixels.shape[0]} px, the plan has "
+                             f"{region.rect[2]}x{region.rect[3]}")
+        results[label.region] = pixels
+    return results, heard
+
+
+def merge(plan: ShardPlan, images: torch.Tensor, missing: str) -> torch.Tensor:
+    """The canvas [B, height, width, 3] of every shard's regions composited; missing regions per `missing` (MISSING)."""
+    if missing not in MISSING:
+        raise ValueError(f"unknown missing {missing!r}; expected one of {', '.join(MISSING)}")
+    results, _ = received(plan, images)
+    absent = [i for i in range(len(plan.regions)) if i not in results]
+    if absent:
+        shards = sorted({plan.owners[i] for i in absent})
+        if missing == "stop with an error":
+            names = ", ".join(f"shard {s} ({'the master' if s == 0 else f'worker {s} of the enabled workers'})"
+                              for s in shards)
+            raise RuntimeError(f"{len(absent)} of {len(plan.regions)} regions never arrived: {names} sent nothing. "
+                               f"{WORKER_SETTINGS}; or set the merge's missing to 'sample them here'.")
+        results.update(plan.sample(absent))
+    return composite(plan.canvas, plan.regions, results)[:, :plan.height, :plan.width].contiguous()
