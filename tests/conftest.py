@@ -82,3 +82,31 @@ def big_gpu():
 
     with gpu_memory(24):
         yield
+
+
+WORKER_TIMEOUT_S = 3
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory):
+    """A ComfyUI-Distributed master and two workers of the local host on loopback (tests/distributed_cluster.py), with
+    the pack and the test nodes; the master gives up on a silent worker after WORKER_TIMEOUT_S."""
+    from distributed_cluster import TARBALL, DistributedCluster
+
+    if not TARBALL.is_file():
+        pytest.skip(f"no ComfyUI-Distributed tarball at {TARBALL} (set LSD_DISTRIBUTED_TARBALL=/path/to/"
+                    "comfyui-distributed-1.4.4.tar.gz)")
+    if not (COMFYUI / "main.py").is_file():
+        pytest.fail(f"no ComfyUI host at {COMFYUI}: run `make test` (it provisions one) or set LSD_COMFYUI")
+    with DistributedCluster(COMFYUI, TARBALL, tmp_path_factory.mktemp("distributed"), workers=2,
+                            custom_nodes=(FIXTURE_NODES,), worker_timeout_s=WORKER_TIMEOUT_S) as running:
+        yield running
+
+
+@pytest.fixture
+def all_up(cluster):
+    """The cluster with every worker running (a test before may have killed one)."""
+    for index in range(len(cluster.workers)):
+        if not cluster.alive(index):
+            cluster.restart_worker(index)
+    return cluster

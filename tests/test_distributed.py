@@ -9,8 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from conftest import COMFYUI, FIXTURE_NODES
-from distributed_cluster import TARBALL, DistributedCluster
+from conftest import WORKER_TIMEOUT_S
+from distributed_cluster import TARBALL
 
 pytestmark = [
     pytest.mark.host,
@@ -18,27 +18,8 @@ pytestmark = [
                                                      "(set LSD_DISTRIBUTED_TARBALL=/path/to/comfyui-distributed-1.4.4.tar.gz)"),
 ]
 
-WORKER_TIMEOUT_S = 3
 RED, GREEN, BLUE = 0xFF0000, 0x00FF00, 0x0000FF
 RGB = {RED: (1.0, 0.0, 0.0), GREEN: (0.0, 1.0, 0.0), BLUE: (0.0, 0.0, 1.0)}
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    if not (COMFYUI / "main.py").is_file():
-        pytest.fail(f"no ComfyUI host at {COMFYUI}: run `make test` (it provisions one) or set LSD_COMFYUI")
-    with DistributedCluster(COMFYUI, TARBALL, tmp_path_factory.mktemp("distributed"), workers=2,
-                            custom_nodes=(FIXTURE_NODES,), worker_timeout_s=WORKER_TIMEOUT_S) as running:
-        yield running
-
-
-@pytest.fixture
-def all_up(cluster):
-    """The cluster with every worker running (a test before may have killed one)."""
-    for index in range(len(cluster.workers)):
-        if not cluster.alive(index):
-            cluster.restart_worker(index)
-    return cluster
 
 
 def per_participant(default: str, by_position: dict[str, str], value_type: str = "INT") -> dict:
