@@ -108,6 +108,22 @@ Polishes the whole canvas in tiles (1024 or 1536 px) that overlap by at least `o
 Under the node the extension draws the tile grid for the current canvas, tile and overlap (4096² with 1024 px
 tiles and 128 px overlap: 4×4 = 16 tiles of 1120 px with `tile_fit` fit, 5×5 = 25 of 1024 px with exact). Typical
 `denoise`: 0.2–0.35.
+
+With ComfyUI-Distributed, `shard_index` (DistributedSeed, seed 0) and `shard_count` (1 + workers) split the tiles
+between the machines (parallel tiling only); the image output is then this machine's tiles, for DistributedCollector
+and *Luna Shard Merge* (template `lsd_distributed`).
+""",
+    "LunaShardMerge": """
+The master's end of a refiner or detailer run split over ComfyUI-Distributed's workers (`shard_count` > 1 on the Luna
+node, `shard_index` from DistributedSeed with seed 0). Connect DistributedCollector's images to `shards` and the Luna
+node's `shard_plan` to `shard_plan`; the merge blends every tile or crop exactly as the node does on one machine.
+
+- Each image carries the number of its region and shard in a header row that survives the 8-bit transfer, so the
+  order the collector returns them in does not matter; the only loss is one 8-bit rounding of each region's pixels.
+- `missing`: a worker that failed or timed out sends nothing, and the collector still reports success. *sample them
+  here* refines the missing regions on the master (the result is the same); *stop with an error* names the shards
+  and what to check in ComfyUI-Distributed's worker list.
+- Every machine must run the same workflow and models: an image of another plan is refused.
 """,
 }
 

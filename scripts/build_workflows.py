@@ -38,6 +38,8 @@ INPUT_IMAGE = "example.png"
 POSITIVE = "a portrait of a woman in a sunlit garden, detailed face, natural hands, sharp focus, 4k photograph"
 NEGATIVE = "blurry, lowres, deformed hands, extra fingers, jpeg artifacts"
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+# INT inputs the frontend gives a control_after_generate widget whatever their options say.
+SEED_INPUTS = frozenset({"seed", "noise_seed"})
 MUTED = 2
 
 # Stage colours (LiteGraph group colours).
@@ -339,7 +341,38 @@ def detection_tools() -> Workflow:
                     "handed to Impact-Pack as SEGS and taken back, each repainted by the detailer; no SAM3 weights.")
 
 
-WORKFLOWS = (full_pipeline, detail_only, global_only, manual_regions, flux_pipeline, detection_tools)
+def distributed() -> Workflow:
+    """The global refiner spread over ComfyUI-Distributed's workers: each machine samples its shard of the tiles
+    (DistributedSeed with seed 0: the master 0, worker i i), DistributedCollector gathers them on the master, the
+    merge composites them; queue it with the extension's Run (POST /distributed/queue)."""
+    nodes = models_stage() + loaded_canvas_stage(400, 0) + [
+        Node("shard", "DistributedSeed", (400, 560), {"seed": 0, "control_after_generate": "fixed"},
+             title="Shard index (master 0, worker i: i)", width=360),
+        Node("refine", "LunaGlobalRefiner", (1180, 0),
+             {"tile_size": 1024, "overlap": 128, **sampler(25, 0.3), "vision_strength": 0.8, "max_batch": 4,
+              "anchoring": "auto", "tiling": "parallel", "shard_count": 3},
+             {"image": ("load", 0), "master_scaffold": ("scaffold", 0), "shard_index": ("shard", 0), **shared()},
+             title="Global refiner: this machine's shard of the tiles", width=380),
+        Node("collect", "DistributedCollector", (1610, 0), {"load_balance": False}, {"images": ("refine", 0)},
+             width=340),
+        Node("merge", "LunaShardMerge", (1610, 240), {"missing": "sample them here"},
+             {"shards": ("collect", 0), "shard_plan": ("refine", 1)}, width=340),
+        Node("save", "SaveImage", (2000, 0), {"filename_prefix": "lsd/distributed"}, {"images": ("merge", 0)},
+             width=400),
+    ]
+    groups = [
+        Group("1 · Models and prompts", ["ckpt", "clipvision", "pos", "neg"], BLUE),
+        Group("2 · Your image, its scaffold, this machine's shard", ["load", "size", "scaffold", "shard"], PURPLE),
+        Group("3 · Refiner, every machine", ["refine"], RED),
+        Group("4 · Master: collect, merge, save", ["collect", "merge", "save"], BROWN),
+    ]
+    return Workflow("lsd_distributed", nodes, groups,
+                    "Needs ComfyUI-Distributed: the master and each worker refine their share of the tiles (the same "
+                    "scaffold slices and seeds as one machine), the master merges them exactly as the local run "
+                    "blends them; set shard_count to 1 + the number of workers and queue with Distributed's Run.")
+
+
+WORKFLOWS = (full_pipeline, detail_only, global_only, manual_regions, flux_pipeline, detection_tools, distributed)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -417,7 +450,7 @@ def build(workflow: Workflow, object_info: dict) -> tuple[dict, dict]:
                 multiline += bool(options.get("multiline"))
                 if name not in node.links:
                     api_inputs[name] = value
-                if options.get("control_after_generate"):
+                if options.get("control_after_generate") or (kind == "INT" and name in SEED_INPUTS):
                     widgets.append(node.values.get("control_after_generate", "fixed"))
                 if options.get("image_upload"):
                     widgets.append("image")

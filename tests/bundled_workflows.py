@@ -38,6 +38,9 @@ def builder():
 
 
 NAMES = tuple(make().name for make in builder().WORKFLOWS)
+# Workflows of ComfyUI-Distributed's nodes: checked and run on the test cluster's master (conftest `cluster`).
+DISTRIBUTED = frozenset(name for name in NAMES if any(node["class_type"].startswith("Distributed")
+                                                      for node in api(name).values()))
 
 
 def is_link(value) -> bool:

@@ -10,8 +10,8 @@ import uuid
 
 import pytest
 
-from bundled_workflows import (MODEL_FILE_INPUTS, NAMES, WORKFLOWS, api, builder, for_tests, is_link, ui,
-                               write_canvas_image)
+from bundled_workflows import (DISTRIBUTED, MODEL_FILE_INPUTS, NAMES, WORKFLOWS, api, builder, for_tests, is_link,
+                               ui, write_canvas_image)
 
 pytestmark = pytest.mark.host
 
@@ -27,6 +27,21 @@ def object_info(comfy_server):
 def input_image(comfy_server):
     write_canvas_image(comfy_server.workdir / "input" / TEST_IMAGE)
     return TEST_IMAGE
+
+
+@pytest.fixture
+def server_for(request, comfy_server):
+    """The server a workflow runs on: the test cluster's master (ComfyUI-Distributed installed) for DISTRIBUTED ones,
+    with the test image in every server's input folder (local workers share the master's ComfyUI folder; remote ones
+    get it from the extension's media sync); the session's server for the rest."""
+    def pick(name: str):
+        if name not in DISTRIBUTED:
+            return comfy_server
+        cluster = request.getfixturevalue("cluster")
+        for server in cluster.servers:
+            write_canvas_image(server.workdir / "input" / TEST_IMAGE)
+        return cluster.master
+    return pick
 
 
 def test_every_workflow_has_ui_api_and_thumbnail():
@@ -69,8 +84,9 @@ def test_nothing_test_only_is_shipped():
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_api_workflow_is_valid_against_object_info(name, object_info):
+def test_api_workflow_is_valid_against_object_info(name, server_for):
     prompt = api(name)
+    object_info = server_for(name).get("/object_info")
     for node_id, node in prompt.items():
         kind = node["class_type"]
         assert kind in object_info, f"{name}: {node_id} has unknown type {kind}"
@@ -114,8 +130,9 @@ def test_ui_and_api_workflows_agree(name):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_files_are_what_the_builder_makes_from_the_live_node_definitions(name, object_info):
+def test_files_are_what_the_builder_makes_from_the_live_node_definitions(name, server_for):
     """scripts/build_workflows.py regenerates both files; a node whose inputs changed shows up here."""
+    object_info = server_for(name).get("/object_info")
     make = builder()
     spec = next(f() for f in make.WORKFLOWS if f().name == name)
     workflow, prompt = make.build(spec, object_info)
@@ -177,8 +194,15 @@ def saved_size(server, image: dict) -> tuple[int, int]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
-def test_bundled_workflow_runs_through_the_queue(name, comfy_server, input_image):
+def test_bundled_workflow_runs_through_the_queue(name, server_for, input_image, request):
+    """Through POST /prompt; a DISTRIBUTED workflow through POST /distributed/queue to the master and both workers."""
     prompt = for_tests(api(name), input_image)
+    comfy_server = server_for(name)
+    if name in DISTRIBUTED:
+        run = request.getfixturevalue("all_up").run(prompt, timeout=900)
+        save = next(k for k, n in prompt.items() if n["class_type"] == "SaveImage")
+        assert run.worker_count == 2 and run.images[save].shape == (1, 768, 768, 3)
+        return
     entry, events = run_followed(comfy_server, prompt)
     kinds = [e["type"] for e in events]
     assert "execution_start" in kinds and "progress" in kinds and kinds[-1] == "execution_success"
