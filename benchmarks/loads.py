@@ -19,7 +19,7 @@ def main() -> None:
     from fixtures.control_models import tiny_control_lora
     from fixtures.run_events import gpu_memory, recorded_events
     from pipeline_helpers import smooth_canvas
-    from test_loads import RUNS, controlled
+    from load_runs import RUNS, controlled
 
     tiny_control_lora()
     print("| run | sampler calls | encoder calls | after the first sampler call | style-model calls | Control-LoRA builds |")

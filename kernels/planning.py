@@ -72,10 +72,11 @@ def _axis_fit(padded: int, tile: int, overlap: int, factor: int, unit: int) -> t
     return best if best is not None else _axis_exact(padded, tile, overlap, factor)
 
 
-def _axis_pair(padded: int, overlap: int, unit: int) -> tuple[int, int]:
-    """(2, extent): a canvas axis of one tile's length that is not a whole number of patches, as two tiles of whole
-    patches overlapping by at least `overlap` where the axis allows (the model never sees a part of a patch)."""
-    extent = min(padded // unit * unit, -(-(padded + overlap) // 2 // unit) * unit)
+def _axis_pair(padded: int, tile: int, overlap: int, unit: int, fit: str) -> tuple[int, int]:
+    """(2, extent): an axis of one tile's length that is not whole patches, as two tiles of whole patches, each as
+    near the tile size as the axis allows (the band's foot for "fit"), overlapping by at least `overlap`."""
+    foot = math.ceil(tile * FIT_BAND[0] / unit) * unit if fit == "fit" else tile
+    extent = min(padded // unit * unit, max(foot, -(-(padded + overlap) // 2 // unit) * unit))
     if extent < unit:
         raise ValueError(f"the canvas side ({padded} px) is shorter than one model patch ({unit} px)")
     return 2, extent
@@ -89,7 +90,7 @@ def _axis_tiles(length: int, tile: int, overlap: int, factor: int, fit: str, pat
     if padded <= single:
         if padded % unit == 0:
             return [(0, length)]
-        count, extent = _axis_pair(padded, overlap, unit)
+        count, extent = _axis_pair(padded, tile, overlap, unit, fit)
     elif fit == "exact":
         count, extent = _axis_exact(padded, tile, overlap, factor)
     else:
@@ -125,8 +126,8 @@ def plan_tiles(width: int, height: int, tile: int, overlap: int, factor: int = 8
     top) gets one tile of the canvas length. Tiles are clipped to the canvas: when len is not a multiple of f, the
     last tile (or the single one) is narrower by < f pixels; the caller pads the pixels to the grid.
     patch: latent cells per side of the model's patch (2 for Flux, SD3, Qwen-Image, Z-Image; 1 for UNets): every
-    extent is a whole number of patches (the band's grid is f * patch), and a latent axis of one tile's length that is
-    not is covered by two tiles that are.
+    extent is a whole number of patches (the band's grid is f * patch); an axis of one tile's length that is not
+    gets two tiles that are, each as near the tile size as the axis allows.
     """
     _check_plan(width, height, tile, overlap, factor, fit, patch)
     columns = _axis_tiles(width, tile, overlap, factor, fit, patch)

@@ -7,7 +7,8 @@ written as q = round(255·clamp(x, 0, 1)), so the only loss of a region's pixels
 0.5 / 255); the header row carries the region's identity as bytes, three to a pixel.
 
 A packed image is [H + 1, W, 3]: row 0 the header (Label), rows 1..h and columns 0..w the region's pixels, the rest
-zero. Every image of a plan has the plan's largest region size, so the images of all shards stack into one batch.
+zero. Every image of a plan has the plan's largest region size (at least HEADER_PIXELS wide), so the images of all
+shards stack into one batch.
 """
 from __future__ import annotations
 
@@ -66,11 +67,10 @@ def _header(label: Label) -> bytes:
     return body + struct.pack(">I", zlib.crc32(body))
 
 
-def pack(pixels: Sequence[torch.Tensor], labels: Sequence[Label], size: tuple[int, int]) -> torch.Tensor:
-    """Regions' pixels [h, w, 3] (each at most `size` (w, h)) and their labels as packed images [N, h + 1, w, 3]."""
-    width, height = size
-    if width < HEADER_PIXELS:
-        raise ValueError(f"a packed image needs at least {HEADER_PIXELS} px of width for its header, got {width}")
+def pack(pixels: Sequence[torch.Tensor | None], labels: Sequence[Label], size: tuple[int, int]) -> torch.Tensor:
+    """Regions' pixels [h, w, 3] (each at most `size` (w, h); None for a marker) and their labels as packed images
+    [N, h + 1, max(w, HEADER_PIXELS), 3]."""
+    width, height = max(size[0], HEADER_PIXELS), size[1]
     out = torch.zeros(len(labels), height + 1, width, 3)
     for i, (label, image) in enumerate(zip(labels, pixels)):
         header = torch.tensor(list(_header(label).ljust(HEADER_PIXELS * 3, b"\0")), dtype=torch.float32)

@@ -26,6 +26,15 @@ LATENT_FORMATS: dict[str, LatentSpec] = {
 }
 
 
+# Names latent formats had in earlier versions, still read from saved workflows and API prompts.
+RENAMED_FORMATS = {"SD3 / Flux (16 ch, ÷8)": "Flux.1 / Chroma (16 ch, ÷8)"}
+
+
+def latent_format_spec(name: str) -> LatentSpec:
+    """The LatentSpec of a latent format name (a current one, or one it was renamed from)."""
+    return LATENT_FORMATS[RENAMED_FORMATS.get(name, name)]
+
+
 def vae_latent_spec(vae) -> LatentSpec:
     """Latent channels and spatial factor of a ComfyUI VAE (any factor the VAE has; a video VAE's spatial one)."""
     ratio = vae.downscale_ratio

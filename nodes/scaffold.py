@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..kernels.noise import make_scaffold
 from ..luna_types import NOISE_SCAFFOLD, NoiseScaffold
 from ..pipeline.scaffold_noise import ScaffoldNoise
-from .common import CATEGORY, LATENT_FORMATS, model_latent_spec, vae_latent_spec
+from .common import CATEGORY, LATENT_FORMATS, RENAMED_FORMATS, latent_format_spec, model_latent_spec, vae_latent_spec
 
 
 class LunaNoiseScaffold:
@@ -38,8 +38,15 @@ class LunaNoiseScaffold:
             },
         }
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, latent_format: str):
+        if latent_format in LATENT_FORMATS or latent_format in RENAMED_FORMATS:
+            return True
+        return f"latent_format {latent_format!r} is not one of: {', '.join(LATENT_FORMATS)}"
+
     def build(self, width: int, height: int, seed: int, latent_format: str, vae=None, model=None):
-        spec = vae_latent_spec(vae) if vae is not None else model_latent_spec(model) if model is not None else LATENT_FORMATS[latent_format]
+        spec = (vae_latent_spec(vae) if vae is not None else model_latent_spec(model) if model is not None
+                else latent_format_spec(latent_format))
         noise = make_scaffold(width, height, seed, channels=spec.channels, factor=spec.factor)
         return (NoiseScaffold(noise=noise, width=width, height=height, factor=spec.factor, seed=seed),)
 

@@ -17,7 +17,7 @@ brought to that size where they lie (`encoder_input`) before they go to the enco
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,8 +113,8 @@ def encoder_input(clip_vision: Any, images: torch.Tensor) -> torch.Tensor:
     clip_preprocess does, where they lie, so encode_image gets small images and resizes nothing."""
     if images.ndim != 4 or images.shape[-1] < 3:
         raise ValueError(f"images must be [B, H, W, 3], got {tuple(images.shape)}")
-    size = getattr(clip_vision, "image_size", None)
-    if not isinstance(size, int) or getattr(clip_vision, "model_type", "") == "siglip2_vision_model":
+    size = _fixed_size(clip_vision)
+    if size is None:
         return images[..., :3]
     x = images[..., :3].movedim(-1, 1)
     if x.shape[-2:] != (size, size):
@@ -225,30 +225,50 @@ def _item(output, index: int):
     return item
 
 
-def encode_features(anchor: Anchor, model: Any, images: Sequence[torch.Tensor], seeds: Sequence[int]) -> list[Features]:
-    """Each region's features from its pixels [1, H, W, 3] (any sizes), the encoder called in batches of
-    ENCODER_BATCH before any sampling, so the encoder and the style model are loaded once per node run."""
+def _fixed_size(clip_vision: Any) -> int | None:
+    """The side the encoder takes its images at, or None for one that takes them at their own size (SigLIP2)."""
+    side = getattr(clip_vision, "image_size", None)
+    if not isinstance(side, int) or getattr(clip_vision, "model_type", "") == "siglip2_vision_model":
+        return None
+    return side
+
+
+def _encoder_size(clip_vision: Any, size: tuple[int, int]) -> tuple[int, int]:
+    """(w, h) of what encoder_input makes of an image of `size` (w, h) px."""
+    side = _fixed_size(clip_vision)
+    return size if side is None else (side, side)
+
+
+def encode_features(anchor: Anchor, model: Any, sizes: Sequence[tuple[int, int]],
+                    pixels: Callable[[int], torch.Tensor], seeds: Sequence[int]) -> list[Features]:
+    """Each region's features from its pixels (`pixels(i)`: [1, h, w, 3] of size sizes[i] (w, h)), before any
+    sampling so the encoder and the style model load once per node run: regions whose encoder input has one size
+    are encoded together, ENCODER_BATCH at a time, each input built when its batch is."""
     import comfy.model_management
 
-    inputs = [encoder_input(anchor.clip_vision, image) for image in images]
-    out: list[Features] = []
-    for start in range(0, len(inputs), ENCODER_BATCH):
-        chunk = torch.cat(inputs[start:start + ENCODER_BATCH])
-        output = encode(anchor.clip_vision, chunk)
-        if anchor.mode == "revision":
-            pooled = revision_pooled(model, output["image_embeds"], anchor.strength, seeds[start:start + len(chunk)])
-            out.extend(Features(pooled=p) for p in pooled)
-        elif anchor.mode == "revision-unclip":
-            out.extend(Features(output=_item(output, i)) for i in range(len(chunk)))
-        else:
-            if anchor.mode == "style model":
-                with torch.no_grad():
-                    tokens = anchor.style_model.get_cond(output).float()
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, size in enumerate(sizes):
+        groups.setdefault(_encoder_size(anchor.clip_vision, size), []).append(i)
+    out: dict[int, Features] = {}
+    for members in groups.values():
+        for start in range(0, len(members), ENCODER_BATCH):
+            comfy.model_management.throw_exception_if_processing_interrupted()
+            chunk = members[start:start + ENCODER_BATCH]
+            output = encode(anchor.clip_vision, torch.cat([encoder_input(anchor.clip_vision, pixels(i)) for i in chunk]))
+            if anchor.mode == "revision":
+                pooled = revision_pooled(model, output["image_embeds"], anchor.strength, [seeds[i] for i in chunk])
+                out.update((i, Features(pooled=p)) for i, p in zip(chunk, pooled))
+            elif anchor.mode == "revision-unclip":
+                out.update((i, Features(output=_item(output, n))) for n, i in enumerate(chunk))
             else:
-                tokens = vision_tokens(anchor.clip_vision, output)
-            tokens = (tokens * anchor.strength).to(comfy.model_management.intermediate_device())
-            out.extend(Features(tokens=t) for t in tokens)
-    return out
+                if anchor.mode == "style model":
+                    with torch.no_grad():
+                        tokens = anchor.style_model.get_cond(output).float()
+                else:
+                    tokens = vision_tokens(anchor.clip_vision, output)
+                tokens = (tokens * anchor.strength).to(comfy.model_management.intermediate_device())
+                out.update((i, Features(tokens=t)) for i, t in zip(chunk, tokens))
+    return [out[i] for i in range(len(sizes))]
 
 
 def anchor_batch(anchor: Anchor, model: Any, positive: Conditioning, negative: Conditioning,

@@ -205,7 +205,7 @@ class ControlCopies:
 
     def __init__(self):
         self._batch: dict[tuple, Any] = {}
-        self._networks: dict[int, Any] = {}
+        self._networks: dict[tuple, Any] = {}
         self._shared: list = []
 
     def new_batch(self) -> "ControlCopies":
@@ -213,7 +213,7 @@ class ControlCopies:
         self._batch = {}
         return self
 
-    def copy_for(self, cuts: Sequence[ControlCut]):
+    def copy_for(self, cuts: Sequence[ControlCut]) -> Any:
         """The batch's copy of the cuts' chain (top first)."""
         key = tuple(map(id, cuts[0].chain))
         if key not in self._batch:
@@ -243,13 +243,17 @@ class ControlCopies:
 
         if not isinstance(copy, comfy.controlnet.ControlLora):
             return
-        key, parent = id(original), super(comfy.controlnet.ControlLora, copy)
+        parent = super(comfy.controlnet.ControlLora, copy)
 
         def pre_run(model, percent_to_timestep_function):
+            # The network holds the diffusion model's own weights: rebuilt when ComfyUI has moved them.
+            weight = next(model.diffusion_model.parameters())
+            key = (id(original), weight.device, weight.data_ptr())
             if key in self._networks:
                 parent.pre_run(model, percent_to_timestep_function)
                 copy.control_model, copy.manual_cast_dtype = self._networks[key]
             else:
+                self._networks = {k: v for k, v in self._networks.items() if k[0] != key[0]}
                 comfy.controlnet.ControlLora.pre_run(copy, model, percent_to_timestep_function)
                 self._networks[key] = copy.control_model, copy.manual_cast_dtype
 

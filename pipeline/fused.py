@@ -143,10 +143,11 @@ def refine_fused(job: RefineJob, canvas: torch.Tensor, noise: torch.Tensor, regi
     with RegionRun(job, canvas, noise, regions, range(len(regions)), steps=canvas.shape[0] * job.sampler.steps) as run:
         for b in range(canvas.shape[0]):
             members = [i for i, r in enumerate(regions) if r.image == b]
+            grid = {i: n for n, i in enumerate(members)}
             batches = []
             for batch in run.batches(members):
                 positive, negative = run.conditioning(batch)
-                batches.append(TileBatch(tuple(layers[members.index(i)].rect for i in batch), positive, negative))
+                batches.append(TileBatch(tuple(layers[grid[i]].rect for i in batch), positive, negative))
             out[b:b + 1] = _sample_canvas(job, canvas[b:b + 1], noise, batches, layers, run.progress)
             if job.color_match:
                 side = min(min(regions[i].rect[2], regions[i].rect[3]) for i in members)

@@ -72,14 +72,14 @@ class RegionConditioning:
 
     @property
     def key(self) -> tuple:
+        """What must be equal for regions to share a sampler call."""
         return signature(self.positive), signature(self.negative)
 
 
 def place_of(job: RefineJob, region: Region, canvas: torch.Tensor) -> Place:
     """Where `region` sits on the latent of the padded `canvas` [B, H, W, 3]."""
     f = job.factor
-    return Place(region.image, tuple(v // f for v in region.rect), (region.sample[1] // f, region.sample[0] // f),
-                 (canvas.shape[1] // f, canvas.shape[2] // f))
+    return Place(region.image, *region.cells(f), (canvas.shape[1] // f, canvas.shape[2] // f))
 
 
 def conditioning_for(job: RefineJob, regions: Sequence[Region], canvas: torch.Tensor) -> list[RegionConditioning]:
@@ -94,7 +94,8 @@ def anchor_features(job: RefineJob, regions: Sequence[Region], canvas: torch.Ten
     if job.anchor is None:
         return None
     seeds = [region_seed(job.sampler.seed, r.rect) for r in regions]
-    return encode_features(job.anchor, job.sampler.model, [crop(canvas, [r]) for r in regions], seeds)
+    return encode_features(job.anchor, job.sampler.model, [r.sample for r in regions],
+                           lambda i: crop(canvas, [regions[i]]), seeds)
 
 
 def batch_conditioning(job: RefineJob, conds: Sequence[RegionConditioning], features: Sequence[Features] | None,
@@ -112,14 +113,15 @@ def start_noise(job: RefineJob, noise: torch.Tensor, regions: Sequence[Region]) 
     """The scaffold under each region, [N, C, h_s/f, w_s/f]: the exact slice, downscaled (variance-preserving) when resampled."""
     f = job.factor
     slices = [slice_noise(noise, [r.rect], f) for r in regions]
-    out = [s if r.one_to_one else downscale_noise(s, (r.sample[1] // f, r.sample[0] // f), seed=[r.own_seed])
+    out = [s if r.one_to_one else downscale_noise(s, r.cells(f)[1], seed=[r.own_seed])
            for r, s in zip(regions, slices)]
     return torch.cat(out)
 
 
 def noise_sites(job: RefineJob, regions: Sequence[Region]) -> list[NoiseSite]:
+    """Where each region's per-step noise comes from on the canvas's noise field."""
     f = job.factor
-    return [NoiseSite(tuple(v // f for v in r.rect), (r.sample[1] // f, r.sample[0] // f), r.own_seed) for r in regions]
+    return [NoiseSite(*r.cells(f), r.own_seed) for r in regions]
 
 
 def crop(source: torch.Tensor, regions: Sequence[Region]) -> torch.Tensor:
@@ -208,10 +210,6 @@ class RegionRun:
 
     def sample(self, source: torch.Tensor, batch: Sequence[int]) -> list[torch.Tensor]:
         """Refined pixels [h, w, 3] of the batch's regions, cut from `source` [B, H, W, 3]; halved on out-of-memory."""
-        import comfy.model_management as mm
-
-        mm.throw_exception_if_processing_interrupted()
-
         def run(chunk: Sequence[int]) -> list[torch.Tensor]:
             return refine_batch(self.job, source, self.noise, [self.regions[i] for i in chunk], self.conditioning(chunk),
                                 self.progress)

@@ -36,6 +36,10 @@ class Region:
     def layer(self) -> Layer:
         return Layer(self.rect, self.weight, self.coverage)
 
+    def cells(self, factor: int) -> tuple[Rect, tuple[int, int]]:
+        """(the rect in latent cells (x, y, w, h), the sampled size in cells (h, w)) at `factor` px a cell."""
+        return tuple(v // factor for v in self.rect), (self.sample[1] // factor, self.sample[0] // factor)
+
 
 class ImageLayers:
     """The regions of each canvas image as compositor layers: `members[b]` the regions of image b in plan order,
@@ -46,4 +50,4 @@ class ImageLayers:
         for i, r in enumerate(regions):
             self.members.setdefault(r.image, []).append(i)
         self.layers = {b: [regions[i].layer for i in members] for b, members in self.members.items()}
-        self.place = {i: members.index(i) for members in self.members.values() for i in members}
+        self.place = {i: n for members in self.members.values() for n, i in enumerate(members)}

@@ -10,6 +10,7 @@ composites them as the local run does (pipeline.parallel.composite).
 """
 from __future__ import annotations
 
+import logging
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ class Shard:
 
     @property
     def whole(self) -> bool:
+        """One shard: the whole run."""
         return self.count == 1
 
 
@@ -72,7 +74,6 @@ class ShardPlan:
     """What the merge needs of a sharded run: the job, the padded canvas [B, H, W, 3] and its scaffold, the regions
     and their shards, the unpadded canvas size and the plan's fingerprint."""
 
-    kind: str
     job: RefineJob
     canvas: torch.Tensor
     noise: torch.Tensor
@@ -89,6 +90,7 @@ class ShardPlan:
         return (max((r.rect[2] for r in self.regions), default=64), max((r.rect[3] for r in self.regions), default=64))
 
     def members(self, shard: int) -> list[int]:
+        """The regions shard `shard` samples."""
         return [i for i, owner in enumerate(self.owners) if owner == shard]
 
     def sample(self, members: Sequence[int]) -> dict[int, torch.Tensor]:
@@ -104,7 +106,7 @@ def shard_plan(kind: str, job: RefineJob, canvas: torch.Tensor, noise: torch.Ten
     s = job.sampler
     shared = (*settings, s.steps, s.cfg, s.sampler_name, s.scheduler, s.denoise, s.seed, job.color_match,
               None if job.anchor is None else (job.anchor.mode, job.anchor.strength))
-    return ShardPlan(kind, job, canvas, noise, list(regions), owners(regions, count), count, width, height,
+    return ShardPlan(job, canvas, noise, list(regions), owners(regions, count), count, width, height,
                      fingerprint(kind, width, height, count, regions, shared))
 
 
@@ -135,50 +137,63 @@ def packed(plan: ShardPlan, shard: Shard, results: Mapping[int, torch.Tensor]) -
     return pack([pixels for _, pixels in items], [label(i, pixels) for i, pixels in items], plan.size)
 
 
-def received(plan: ShardPlan, images: torch.Tensor) -> tuple[dict[int, torch.Tensor], set[int]]:
-    """({region: pixels}, shards heard from) of the collected images [N, H, W, 3], each checked against the plan."""
+def received(plan: ShardPlan, images: torch.Tensor, strict: bool) -> dict[int, torch.Tensor]:
+    """{region: pixels} of the collected images [N, H, W, 3] that fit the plan. An image that does not (another
+    plan's, a region twice, a region its shard does not sample) is an error when `strict`, else left out with a
+    warning (its region then counts as missing)."""
     results: dict[int, torch.Tensor] = {}
-    heard: set[int] = set()
     for n, image in enumerate(images):
         try:
             label, pixels = unpack(image)
         except UnreadableShard as exc:
             raise ValueError(f"image {n} of the collected shards: {exc}. Connect DistributedCollector's output "
                              "(fed by the Luna node's image output) to the merge's shards input") from None
-        if label.plan != plan.fingerprint or label.shards != plan.count:
-            raise ValueError(
-                f"image {n} comes from shard {label.shard} of {label.shards} of another plan (fingerprint "
-                f"{label.plan:08x}, this one {plan.fingerprint:08x} of {plan.count} shards): every machine must run "
-                "the same workflow, models and settings; set shard_count the same on all")
-        heard.add(label.shard)
-        if label.region == NO_REGION:
+        problem = _misfit(plan, label, results)
+        if problem is not None:
+            if strict:
+                raise ValueError(f"image {n} {problem}")
+            logging.warning("[Luna] shard merge: image %d %s; its region is sampled here instead", n, problem)
             continue
-        if label.region >= len(plan.regions) or plan.owners[label.region] != label.shard:
-            raise ValueError(f"image {n} holds region {label.region}, which shard {label.shard} does not sample: two "
-                             "machines ran one shard_index; connect DistributedSeed with seed 0 to shard_index")
-        if label.region in results:
-            raise ValueError(f"region {label.region} arrived twice: two machines ran shard {label.shard}; connect "
-                             "DistributedSeed with seed 0 to shard_index")
-        region = plan.regions[label.region]
-        if (pixels.shape[1], pixels.shape[0]) != (region.rect[2], region.rect[3]):
-            raise ValueError(f"region {label.region} arrived as {pixels.shape[1]}x{pixels.shape[0]} px, the plan has "
-                             f"{region.rect[2]}x{region.rect[3]}")
-        results[label.region] = pixels
-    return results, heard
+        if label.region != NO_REGION:
+            results[label.region] = pixels
+    return results
+
+
+def _misfit(plan: ShardPlan, label: Label, results: Mapping[int, torch.Tensor]) -> str | None:
+    """Why an image with `label` does not fit the plan (given the regions already received), or None."""
+    if label.plan != plan.fingerprint or label.shards != plan.count:
+        return (f"comes from shard {label.shard} of {label.shards} of another plan (fingerprint {label.plan:08x}, this "
+                f"one {plan.fingerprint:08x} of {plan.count} shards): every machine must run the same workflow, "
+                "models and settings, with the same shard_count")
+    if label.region == NO_REGION:
+        return None
+    if label.region >= len(plan.regions) or plan.owners[label.region] != label.shard:
+        return (f"holds region {label.region}, which shard {label.shard} does not sample: connect DistributedSeed with "
+                "seed 0 to shard_index")
+    if label.region in results:
+        return (f"holds region {label.region} a second time: two machines ran shard {label.shard}; connect "
+                "DistributedSeed with seed 0 to shard_index")
+    region = plan.regions[label.region]
+    if (label.width, label.height) != (region.rect[2], region.rect[3]):
+        return (f"holds region {label.region} at {label.width}x{label.height} px; the plan has "
+                f"{region.rect[2]}x{region.rect[3]}")
+    return None
 
 
 def merge(plan: ShardPlan, images: torch.Tensor, missing: str) -> torch.Tensor:
     """The canvas [B, height, width, 3] of every shard's regions composited; missing regions per `missing` (MISSING)."""
     if missing not in MISSING:
         raise ValueError(f"unknown missing {missing!r}; expected one of {', '.join(MISSING)}")
-    results, _ = received(plan, images)
+    strict = missing == "stop with an error"
+    results = received(plan, images, strict)
     absent = [i for i in range(len(plan.regions)) if i not in results]
     if absent:
         shards = sorted({plan.owners[i] for i in absent})
-        if missing == "stop with an error":
+        if strict:
             names = ", ".join(f"shard {s} ({'the master' if s == 0 else f'worker {s} of the enabled workers'})"
                               for s in shards)
             raise RuntimeError(f"{len(absent)} of {len(plan.regions)} regions never arrived: {names} sent nothing. "
                                f"{WORKER_SETTINGS}; or set the merge's missing to 'sample them here'.")
+        logging.warning("[Luna] shard merge: shards %s sent nothing; sampling their %d regions here", shards, len(absent))
         results.update(plan.sample(absent))
     return composite(plan.canvas, plan.regions, results)[:, :plan.height, :plan.width].contiguous()

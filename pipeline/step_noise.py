@@ -124,10 +124,6 @@ class NoiseUse:
     brownian: bool
     renoise: bool
 
-    def describe(self) -> str:
-        kinds = ["Brownian increments" if self.brownian else "a draw per step"] if self.per_step else []
-        return ", ".join(kinds + (["masked re-noise"] if self.renoise else [])) or "none"
-
 
 def noise_use(name: str) -> NoiseUse:
     """How ComfyUI's sampler `name` (a KSAMPLER) draws extra noise."""

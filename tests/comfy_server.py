@@ -28,10 +28,12 @@ class ComfyServer:
     """`python main.py --cpu` on a free loopback port, with private input/output/user folders under `workdir`.
 
     `python` runs it (default: this interpreter, for the host whose venv runs the tests); `front_end_root` serves
-    another frontend build than the host's own (ComfyUI's --front-end-root); `env` adds environment variables."""
+    another frontend build than the host's own (ComfyUI's --front-end-root); `env` adds environment variables; `cpu`
+    False lets it use the GPU (benchmarks on a GPU box)."""
 
     def __init__(self, comfyui: Path, workdir: Path, extra_custom_nodes: tuple[Path, ...] = (), models: Path | None = None,
-                 python: Path | None = None, front_end_root: Path | None = None, env: dict[str, str] | None = None):
+                 python: Path | None = None, front_end_root: Path | None = None, env: dict[str, str] | None = None,
+                 cpu: bool = True):
         self.comfyui = Path(comfyui)
         self.python = str(python or sys.executable)
         self.front_end_root = front_end_root
@@ -44,6 +46,7 @@ class ComfyServer:
         self._extra_custom_nodes = extra_custom_nodes
         self._models = models
         self._env = dict(env or {})
+        self.cpu = cpu
 
     def _paths_config(self) -> Path:
         custom = self.workdir / "custom_nodes"
@@ -67,7 +70,7 @@ class ComfyServer:
             d.mkdir(parents=True, exist_ok=True)
         frontend = ["--front-end-root", str(self.front_end_root)] if self.front_end_root else []
         return [
-            self.python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
+            self.python, "main.py", *(["--cpu"] if self.cpu else []), "--listen", "127.0.0.1", "--port", str(self.port),
             "--disable-auto-launch", "--database-url", "sqlite:///:memory:",
             "--extra-model-paths-config", str(self._paths_config()),
             "--input-directory", str(dirs["input"]), "--output-directory", str(dirs["output"]),

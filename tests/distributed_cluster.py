@@ -90,15 +90,15 @@ class DistributedCluster:
     missing workers and gives up on those that are down or idle."""
 
     def __init__(self, comfyui: Path, tarball: Path, workdir: Path, workers: int, custom_nodes: tuple[Path, ...] = (),
-                 models: Path | None = None, worker_timeout_s: int = 5):
+                 models: Path | None = None, worker_timeout_s: int = 5, cpu: bool = True):
         if workers < 1:
             raise ValueError("a cluster needs at least one worker")
         self.tarball = Path(tarball)
         self.workdir = Path(workdir)
         self.worker_timeout_s = worker_timeout_s
         self.workers = [ComfyServer(comfyui, self.workdir / f"worker{i + 1}", custom_nodes, models,
-                                    env={"COMFYUI_IS_WORKER": "1"}) for i in range(workers)]
-        self.master = ComfyServer(comfyui, self.workdir / "master", custom_nodes, models)
+                                    env={"COMFYUI_IS_WORKER": "1"}, cpu=cpu) for i in range(workers)]
+        self.master = ComfyServer(comfyui, self.workdir / "master", custom_nodes, models, cpu=cpu)
         self.worker_ids = [str(i + 1) for i in range(workers)]
 
     @property

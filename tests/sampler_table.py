@@ -18,9 +18,12 @@ def row(name: str) -> str:
     from luna_semantic_detailer.pipeline.batching import BATCH_COUPLED_SAMPLERS
     from luna_semantic_detailer.pipeline.step_noise import noise_use
 
+    use = noise_use(name)
+    kinds = ["Brownian increments" if use.brownian else "a draw per step"] if use.per_step else []
+    noise = ", ".join(kinds + (["masked re-noise"] if use.renoise else [])) or "none"
     fused = "✓ (the canvas's uncond, assembled from the tiles')" if name.endswith("_cfg_pp") else "✓"
     batch = "one region per call (its step size follows the whole batch)" if name in BATCH_COUPLED_SAMPLERS else "batched"
-    return f"| `{name}` | {noise_use(name).describe()} | ✓ | {fused} | {batch} |"
+    return f"| `{name}` | {noise} | ✓ | {fused} | {batch} |"
 
 
 def render(samplers: list[str]) -> str:

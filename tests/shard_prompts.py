@@ -8,6 +8,7 @@ block-mean VAE (fast at 2048 px; tests/fixtures/lsd_test_models/block_vae.py).
 from __future__ import annotations
 
 import copy
+import json
 
 SAMPLING = {"steps": 2, "cfg": 3.0, "sampler_name": "euler_ancestral", "scheduler": "normal", "vision_strength": 0.0,
             "max_batch": 2}
@@ -57,10 +58,17 @@ def detailer(width: int, height: int, family: str = "sd15") -> dict:
             "luna": {"class_type": "LunaSAM3Detailer", "inputs": inputs}}
 
 
-def sharded(prompt: dict, count: int, missing: str = "stop with an error") -> dict:
+def sharded(prompt: dict, count: int, missing: str = "stop with an error", slow_worker: int | None = None) -> dict:
     """`prompt` (its node `luna`) as shard DistributedSeed(0) of `count`, collected and merged into `result`; the
-    local run (into `result`) when count is 1."""
+    local run (into `result`) when count is 1. `slow_worker` k: the k-th participating worker holds its canvas for a
+    minute before its Luna node runs (LSDTestDelay), so it can be stopped mid-run."""
     out = copy.deepcopy(prompt)
+    if slow_worker is not None:
+        out["hold"] = {"class_type": "DistributedValue",
+                       "inputs": {"default_value": "0", "worker_values": json.dumps({str(slow_worker): "60", "_type": "FLOAT"})}}
+        out["delay"] = {"class_type": "LSDTestDelay", "inputs": {"images": out["luna"]["inputs"]["image"],
+                                                                 "seconds": ["hold", 0]}}
+        out["luna"]["inputs"]["image"] = ["delay", 0]
     if count == 1:
         out["result"] = {"class_type": "LSDTestImageDump", "inputs": {"images": ["luna", 0], "filename_prefix": "local"}}
         return out

@@ -106,3 +106,20 @@ def test_post_free_evicts_sam3_and_the_next_detection_reloads_it(comfy_server):
     comfy_server.run(prompt, timeout=300)
     after = held()
     assert after["loaded"] and after["loads"] == before["loads"] + 1
+
+
+def test_a_latent_format_of_an_earlier_version_still_loads_and_an_unknown_one_is_named(comfy_server):
+    """Saved workflows and API prompts name 'SD3 / Flux (16 ch, ÷8)', which became 'Flux.1 / Chroma (16 ch, ÷8)'."""
+    from comfy_server import PromptFailed
+    from luna_semantic_detailer.nodes.common import RENAMED_FORMATS
+
+    def prompt(name: str) -> dict:
+        return {"scaffold": {"class_type": "LunaNoiseScaffold",
+                             "inputs": {"width": 256, "height": 256, "seed": 1, "latent_format": name}},
+                "view": {"class_type": "LunaScaffoldPreview", "inputs": {"master_scaffold": ["scaffold", 0]}},
+                "show": {"class_type": "PreviewImage", "inputs": {"images": ["view", 0]}}}
+
+    for old in RENAMED_FORMATS:
+        assert comfy_server.run(prompt(old), timeout=120)["status"]["status_str"] == "success"
+    with pytest.raises(PromptFailed, match="latent_format 'Flux.3' is not one of: SD1.5 / SDXL"):
+        comfy_server.run(prompt("Flux.3"), timeout=120)

@@ -20,6 +20,7 @@ from fixtures.second_device import second_device
 from pipeline_helpers import scaffold_for, smooth_canvas
 from sampler_table import readme_rows, row
 from luna_semantic_detailer.kernels.noise import make_scaffold
+from luna_semantic_detailer.kernels.planning import plan_crop
 from luna_semantic_detailer.luna_types import Detection, DetectionData, NoiseScaffold
 from luna_semantic_detailer.nodes.common import sampler_inputs
 from luna_semantic_detailer.nodes.detailer import LunaSAM3Detailer
@@ -40,17 +41,20 @@ def refiner(sampler_name: str, tiling: str) -> torch.Tensor:
 
 
 def detailer(sampler_name: str) -> torch.Tensor:
-    image = smooth_canvas(1, HEIGHT, WIDTH, seed=4)
-    boxes = [(0.05, 0.1, 0.35, 0.45), (0.5, 0.4, 0.9, 0.95)]
-    data = DetectionData(tuple(Detection(box, None, 0.9, "thing") for box in boxes), (WIDTH, HEIGHT))
-    return LunaSAM3Detailer().detail(image, scaffold_for(WIDTH, HEIGHT), data, exact_model("local"), EMPTY, EMPTY,
+    """A 1:1 crop and a resampled one (its square over crop_size: its own noise, downscaled) on a 704 x 576 canvas."""
+    width, height = 704, 576
+    image = smooth_canvas(1, height, width, seed=4)
+    boxes = [(0.05, 0.1, 0.3, 0.4), (0.35, 0.05, 0.95, 0.95)]
+    assert [plan_crop(b, width, height, 1.2, (512,)).size > 512 for b in boxes] == [False, True]
+    data = DetectionData(tuple(Detection(box, None, 0.9, "thing") for box in boxes), (width, height))
+    return LunaSAM3Detailer().detail(image, scaffold_for(width, height), data, exact_model("local"), EMPTY, EMPTY,
                                      block_vae(), sampler_name=sampler_name, denoise=0.5, crop_size="512",
                                      context_padding=1.2, mask_dilation=0, mask_feather=8, max_batch=4, labels="",
                                      **SETTINGS)[0]
 
 
 RUNS = {"refiner parallel": lambda s: refiner(s, "parallel"), "refiner fused": lambda s: refiner(s, "fused"),
-        "detailer": detailer}
+        "refiner chess": lambda s: refiner(s, "chess"), "detailer": detailer}
 
 
 @pytest.mark.parametrize("run", list(RUNS))
@@ -99,6 +103,7 @@ def test_a_half_precision_flux_model_on_the_gpu(sampler_name, dtype):
         with second_device():
             out = run(sampler_name)
         assert out.dtype == torch.float32 and type(out) is torch.Tensor and torch.isfinite(out).all(), name
+        torch.testing.assert_close(out, run(sampler_name), atol=1e-5, rtol=0, msg=name)
 
 
 def test_the_readme_has_the_row_of_every_sampler_of_this_host():

@@ -45,7 +45,9 @@ def test_the_distributed_run_equals_the_local_run_within_one_level(all_up, name,
 
 @pytest.mark.parametrize("missing", ["sample them here", "stop with an error"])
 def test_a_worker_killed_mid_run_gives_the_image_or_names_its_shard(all_up, missing):
-    prompt = sharded(PROMPTS["refiner flux"](), 3, missing)
+    """The second worker holds its canvas for a minute before sampling (shard_prompts.sharded's slow_worker) and is
+    killed meanwhile: it never sends its shard, and the collector reports success without it."""
+    prompt = sharded(PROMPTS["refiner flux"](), 3, missing, slow_worker=2)
     prompt_id, dispatched = all_up.queue(prompt)
     assert dispatched == 2
     all_up.wait_until_running(1)

@@ -335,8 +335,9 @@ def test_patch_tiles_are_whole_patches_cover_the_latent_canvas_and_keep_the_over
 
 def test_a_canvas_of_one_tile_with_an_odd_latent_side_is_two_tiles_of_whole_patches():
     tiles = plan_tiles(1000, 600, 1024, 128, 8, "fit", patch=2)
-    assert sorted({(t.x, t.width) for t in tiles}) == [(0, 576), (424, 576)]
-    assert sorted({(t.y, t.height) for t in tiles}) == [(0, 368), (232, 368)]
+    assert sorted({(t.x, t.width) for t in tiles}) == [(0, 880), (120, 880)]  # the band's foot, 0.85 x 1024
+    assert sorted({(t.y, t.height) for t in tiles}) == [(0, 592), (8, 592)]  # the most of 600 px in whole patches
+    assert sorted({(t.x, t.width) for t in plan_tiles(1000, 600, 1024, 128, 8, "exact", patch=2)}) == [(0, 992), (8, 992)]
     assert plan_tiles(1008, 608, 1024, 128, 8, "fit", patch=2) == [Tile(0, 0, 1008, 608, 0, 0)]
     assert plan_tiles(1000, 600, 1024, 128, 8, "fit") == [Tile(0, 0, 1000, 600, 0, 0)]
 

@@ -16,8 +16,8 @@ from PIL import Image
 
 from fixtures.fidelity import block_vae, exact_model
 from pipeline_helpers import encode_prompt, models, scaffold_for, smooth_canvas
-from luna_semantic_detailer.kernels.shard_images import (HEADER_PIXELS, Label, UnreadableShard, dequantise, pack,
-                                                         quantise, read_label, unpack)
+from luna_semantic_detailer.kernels.shard_images import (HEADER_PIXELS, NO_REGION, Label, UnreadableShard, dequantise,
+                                                         pack, quantise, read_label, unpack)
 from luna_semantic_detailer.luna_types import Detection, DetectionData
 from luna_semantic_detailer.nodes.detailer import LunaSAM3Detailer
 from luna_semantic_detailer.nodes.refiner import LunaGlobalRefiner
@@ -95,13 +95,19 @@ def test_a_packed_image_names_its_region_through_the_wire_and_damage_is_refused(
         read_label(damaged)
     with pytest.raises(UnreadableShard):
         read_label(torch.rand(32, 32, 3))
-    with pytest.raises(ValueError, match=f"at least {HEADER_PIXELS} px"):
-        pack(pixels[:1], labels[:1], (HEADER_PIXELS - 1, 64))
+    narrow = over_the_wire(pack([torch.rand(5, 3, 3), None], [Label(7, 0, 2, 0, 1, 3, 5), Label(7, 1, 2, NO_REGION, 1, 0, 0)],
+                                (3, 5)))
+    assert narrow.shape == (2, 6, HEADER_PIXELS, 3)
+    assert unpack(narrow[0])[0] == Label(7, 0, 2, 0, 1, 3, 5) and unpack(narrow[1]) == (Label(7, 1, 2, NO_REGION, 1, 0, 0), None)
 
 
 def test_shards_are_balanced_by_sampled_area_largest_first():
     sides = [1024, 1536, 512, 512, 1024, 768, 1536, 512, 1024]
     regions = [Region(0, (0, 0, s, s), (s, s), torch.ones(1, 1)) for s in sides]
+    # largest first, each to the least-loaded shard (ties: the lower shard, the earlier region), loads in Mpx:
+    # #1 1536 -> 0 (2.36), #6 1536 -> 1 (2.36), #0 1024 -> 2 (1.05), #4 -> 2 (2.10), #8 -> 2 (3.15), #5 768 -> 0 (2.95),
+    # #2 512 -> 1 (2.62), #3 -> 1 (2.88), #7 -> 1 (3.15)
+    assert owners(regions, 3) == [2, 0, 1, 1, 2, 0, 1, 1, 2]
     for count in (1, 2, 3, 4):
         owner = owners(regions, count)
         assert owner == owners(regions, count) and set(owner) == set(range(count))
@@ -135,16 +141,23 @@ def test_a_shard_that_sent_nothing_is_sampled_by_the_merge_or_named(run):
     assert (merged - local).abs().max() <= STEP
 
 
-def test_a_shard_of_another_plan_a_shard_twice_and_a_foreign_image_are_refused():
+def test_a_shard_of_another_plan_or_twice_is_refused_or_sampled_here_and_a_foreign_image_refused():
+    """A worker whose settings differ (here its denoise) made another plan: the strict merge names it; the other
+    leaves its images out and samples their regions here, so the canvas is still the local run's."""
     image = smooth_canvas(1, 320, 384, seed=9)
+    local = refiner(image, 0, 1)[0]
     shards, plan = collected(lambda i, n: refiner(image, i, n), 2)
+    worker = [i for i, owner in enumerate(plan.owners) if owner == 1]
     model, vae = models()
     other = LunaGlobalRefiner().refine(image, scaffold_for(384, 320), model, encode_prompt("a photo"), encode_prompt(""),
                                        vae, 128, 32, denoise=0.4, max_batch=2, shard_index=1, shard_count=2,
                                        **SETTINGS)[0]
+    mixed = torch.cat([shards[:len(plan.regions) - len(worker)], over_the_wire(other)])
     with pytest.raises(ValueError, match="another plan"):
-        LunaShardMerge().merge(torch.cat([shards, other[:1]]), plan, "stop with an error")
-    with pytest.raises(ValueError, match="arrived twice: two machines ran shard"):
+        LunaShardMerge().merge(mixed, plan, "stop with an error")
+    merged = LunaShardMerge().merge(mixed, plan, "sample them here")[0]
+    assert (merged - local).abs().max() <= STEP
+    with pytest.raises(ValueError, match="a second time: two machines ran shard"):
         LunaShardMerge().merge(torch.cat([shards, shards[-1:]]), plan, "stop with an error")
     with pytest.raises(ValueError, match="not a Luna shard's output"):
         LunaShardMerge().merge(torch.cat([shards[:1], torch.rand_like(shards[:1])]), plan, "stop with an error")
