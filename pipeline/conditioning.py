@@ -208,10 +208,9 @@ class ControlCopies:
         self._networks: dict[tuple, Any] = {}
         self._shared: list = []
 
-    def new_batch(self) -> "ControlCopies":
+    def new_batch(self) -> None:
         """Start the conditioning of another batch: its chains get copies of their own."""
         self._batch = {}
-        return self
 
     def copy_for(self, cuts: Sequence[ControlCut]) -> Any:
         """The batch's copy of the cuts' chain (top first)."""

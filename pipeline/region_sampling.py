@@ -183,7 +183,7 @@ class RegionRun:
 
     def __init__(self, job: RefineJob, canvas: torch.Tensor, noise: torch.Tensor, regions: Sequence[Region],
                  members: Sequence[int], steps: int | None = None):
-        self.job, self.canvas, self.noise, self.regions = job, canvas, noise, list(regions)
+        self.job, self.noise, self.regions = job, noise, list(regions)
         members = list(members)
         self.conds = dict(zip(members, conditioning_for(job, [self.regions[i] for i in members], canvas)))
         features = anchor_features(job, [self.regions[i] for i in members], canvas)

@@ -121,9 +121,9 @@ def sampled_shard(plan: ShardPlan, shard: Shard,
                   keep: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
     """The packed images of shard `shard`'s regions, sampled here; keep(i, pixels) sees each."""
     results = plan.sample(plan.members(shard.index))
-    for i, pixels in sorted(results.items()):
-        if keep is not None:
-            keep(i, pixels)
+    if keep is not None:
+        for i in sorted(results):
+            keep(i, results[i])
     return packed(plan, shard, results)
 
 
