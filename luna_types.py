@@ -55,13 +55,15 @@ class Detection:
     """One object: `box` is (x0, y0, x1, y1) in 0..1 of the image; `mask` is [h, w] in 0..1 over the whole image.
 
     A mask is bool or floating point (importers store bool or float16 where they can: kernels.detections.compact_mask);
-    read it with `.float()`."""
+    read it with `.float()`. In a clip `image_index` is the frame, and `track_id` names the object across frames (None
+    for detections made frame by frame)."""
 
     box: tuple[float, float, float, float]
     mask: torch.Tensor | None
     score: float = 1.0
     label: str = ""
     image_index: int = 0
+    track_id: int | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "box", checked_box(self.box))
@@ -74,6 +76,8 @@ class Detection:
         validation.finite_number("a detection score", self.score)
         if int(self.image_index) < 0:
             raise ValueError(f"a detection's image_index must be >= 0, got {self.image_index}")
+        if self.track_id is not None:
+            validation.int_at_least("a detection's track_id", self.track_id, 0)
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,9 @@ class DetectionData:
 
     def for_image(self, index: int) -> list[Detection]:
         return [d for d in self.detections if d.image_index == index]
+
+    def track_ids(self) -> list[int]:
+        return sorted({d.track_id for d in self.detections if d.track_id is not None})
 
     def labels(self) -> list[str]:
         return sorted({d.label for d in self.detections})
@@ -131,6 +138,8 @@ class DetectionData:
         detections = []
         for d in self.detections:
             item = {"box": list(d.box), "score": float(d.score), "label": d.label, "image_index": int(d.image_index)}
+            if d.track_id is not None:
+                item["track_id"] = int(d.track_id)
             if include_masks and d.mask is not None:
                 item["mask"] = _encode_mask(d.mask)
             detections.append(item)
@@ -139,7 +148,8 @@ class DetectionData:
     @classmethod
     def _from_header(cls, header: dict, masks: list) -> "DetectionData":
         detections = tuple(
-            Detection(tuple(d["box"]), mask, d.get("score", 1.0), d.get("label", ""), d.get("image_index", 0))
+            Detection(tuple(d["box"]), mask, d.get("score", 1.0), d.get("label", ""), d.get("image_index", 0),
+                      d.get("track_id"))
             for d, mask in zip(header["detections"], masks)
         )
         return cls(detections, tuple(header.get("image_size", (0, 0))), dict(header.get("meta", {})))

@@ -1,8 +1,9 @@
-"""Detections to and from other packs' formats: Impact-Pack SEGS, core BOUNDING_BOX lists, and a filter like Impact's
-SEGS filters."""
+"""Detections to and from other formats: Impact-Pack SEGS, core BOUNDING_BOX lists, core SAM3 (detections and video
+tracks), and a filter like Impact's SEGS filters."""
 from __future__ import annotations
 
 from ..kernels.interop.bounding_boxes import MASK_MODES, bboxes_to_detections
+from ..kernels.interop.core_sam3 import detect_to_detections, tracks_to_detections
 from ..kernels.interop.filter import ORDERS, TOP_BY, filter_detections
 from ..kernels.interop.segs import detections_to_segs, segs_to_detections
 from ..luna_types import DETECTION_DATA
@@ -12,6 +13,7 @@ from .detections import DetectionSource
 
 SEGS = "SEGS"
 BOUNDING_BOX = "BOUNDING_BOX"
+SAM3_TRACK_DATA = "SAM3_TRACK_DATA"
 
 
 class LunaDetectionsFromSEGS(DetectionSource):
@@ -92,6 +94,39 @@ class LunaDetectionsFromBBoxes(DetectionSource):
         return (bboxes_to_detections(bboxes, image_width, image_height, masks=mask, mask_mode=mask_mode, label=label),)
 
 
+class LunaDetectionsFromCoreSAM3(DetectionSource):
+    DESCRIPTION = (
+        "Turns core ComfyUI SAM3 (0.28 or newer) into Luna detections, so a SAM3 model loaded through core feeds the "
+        "Luna Detailer: SAM3 Detect's masks and bboxes (individual or union masks), or Run SAM3 Video Track's "
+        "track_data (one detection per object per frame it is in, frame = image_index, the object's track id kept)."
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "label": ("STRING", {"default": "object", "tooltip": "Label of these detections (core SAM3 gives none; the detailer's prompts and filters read it)."}),
+            },
+            "optional": {
+                "track_data": (SAM3_TRACK_DATA, {"tooltip": "Run SAM3 Video Track's output: every tracked object in every frame where its mask is not empty."}),
+                "bboxes": linked_input(BOUNDING_BOX, tooltip="SAM3 Detect's bboxes (one list per image)."),
+                "masks": ("MASK", {"tooltip": "SAM3 Detect's masks: individual (one per box) or the union per image."}),
+                "image": ("IMAGE", {"tooltip": "The image(s) SAM3 ran on: gives the boxes' pixel size and checks the clip's frame count and aspect."}),
+            },
+        }
+
+    def convert(self, label: str = "object", track_data=None, bboxes=None, masks=None, image=None):
+        shape = None if image is None else tuple(int(n) for n in image.shape[:3])
+        if track_data is not None and (bboxes is not None or masks is not None):
+            raise ValueError("Connect either track_data (Run SAM3 Video Track) or bboxes/masks (SAM3 Detect), not both")
+        if track_data is not None:
+            return (tracks_to_detections(track_data, label, shape),)
+        if bboxes is None and masks is None:
+            raise ValueError("Nothing to convert: connect Run SAM3 Video Track's track_data, or SAM3 Detect's bboxes "
+                             "and masks")
+        return (detect_to_detections(bboxes, masks, label, shape),)
+
+
 class LunaDetectionFilter:
     DESCRIPTION = (
         "Keeps the detections you want, like Impact's SEGS filters: by label, score range and box area range (fraction "
@@ -130,11 +165,13 @@ NODE_CLASS_MAPPINGS = {
     "LunaDetectionsFromSEGS": LunaDetectionsFromSEGS,
     "LunaDetectionsToSEGS": LunaDetectionsToSEGS,
     "LunaDetectionsFromBBoxes": LunaDetectionsFromBBoxes,
+    "LunaDetectionsFromCoreSAM3": LunaDetectionsFromCoreSAM3,
     "LunaDetectionFilter": LunaDetectionFilter,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "LunaDetectionsFromSEGS": "Luna Detections from SEGS (Impact-Pack)",
     "LunaDetectionsToSEGS": "Luna Detections to SEGS (Impact-Pack)",
     "LunaDetectionsFromBBoxes": "Luna Detections from Bounding Boxes",
+    "LunaDetectionsFromCoreSAM3": "Luna Detections from Core SAM3 (detect / video track)",
     "LunaDetectionFilter": "Luna Detection Filter",
 }

@@ -20,7 +20,7 @@ BOXES_FIX = ("Connect the image the boxes were made on (a detector run on a resi
              "or set image_width and image_height to its size.")
 
 
-def _per_image_boxes(bboxes: Any) -> list[list[dict]]:
+def per_image_boxes(bboxes: Any) -> list[list[dict]]:
     """A BOUNDING_BOX value as one list of box dicts per image: accepts a dict, a flat list, or a list of lists."""
     expected = "a list of {x, y, width, height[, score, label]} dicts (one image) or a list of such lists (per image)"
     if isinstance(bboxes, dict):
@@ -93,7 +93,7 @@ def bboxes_to_detections(
     validation.positive_int("image width", width)
     validation.positive_int("image height", height)
     validation.one_of("mask_mode", mask_mode, MASK_MODES)
-    per_image = _per_image_boxes(bboxes)
+    per_image = per_image_boxes(bboxes)
     parsed = [
         (index, f"box {n} of image {index}", item)
         for index, items in enumerate(per_image)
