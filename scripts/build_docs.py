@@ -72,6 +72,20 @@ cropped image at that image's size.
 Detections from core `BOUNDING_BOX` lists (e.g. ComfyUI's own SAM3 Detect), with optional masks. Connect the image
 the boxes were found on, or set its width and height.
 """,
+    "LunaDetectionsFromCoreSAM3": """
+ComfyUI's own SAM3 (0.28 or newer) into the Luna Detailer, without loading SAM3 twice.
+
+- **Images**: *SAM3 Detect* → connect its `masks` and `bboxes` (and the image). With `individual_masks` on, each box
+  keeps its own mask; off, each image's union mask is cut by each box. Point or box prompts give masks without boxes:
+  each mask is then one detection.
+- **Video**: *Run SAM3 Video Track* → connect `track_data` (and the frames). Every tracked object becomes one
+  detection in each frame where its mask is not empty: `image_index` is the frame, and the object keeps its track id
+  across frames. An object absent from a frame has no detection there, so the detailer leaves that frame alone.
+
+Core SAM3 gives no labels: set `label` to what you prompted for (the detailer's label prompts and filters read it).
+Masks stay at the tracker's resolution; the detailer samples them at the canvas size, as core's *SAM3 Track to Mask*
+does. Use the Luna Detector instead for several concepts with their own labels in one node, and for ComfyUI 0.3.75.
+""",
     "LunaDetectionFilter": """
 Keep only the detections you want before the detailer: by label, score and area, then the top k per image. What is
 dropped comes out of `rejected`.

@@ -33,6 +33,7 @@ CHECKPOINT = "sd_xl_base_1.0.safetensors"
 CLIP_VISION = "clip_vision_g.safetensors"
 UPSCALER = "4x-UltraSharp.pth"
 SAM3 = "model.safetensors"
+CORE_SAM3 = "sam3.safetensors"  # models/checkpoints/, loaded by core's CheckpointLoaderSimple (ComfyUI 0.28+)
 INPUT_IMAGE = "example.png"
 
 POSITIVE = "a portrait of a woman in a sunlit garden, detailed face, natural hands, sharp focus, 4k photograph"
@@ -372,7 +373,39 @@ def distributed() -> Workflow:
                     "blends them; set shard_count to 1 + the number of workers and queue with Distributed's Run.")
 
 
-WORKFLOWS = (full_pipeline, detail_only, global_only, manual_regions, flux_pipeline, detection_tools, distributed)
+def core_sam3() -> Workflow:
+    """ComfyUI's own SAM3 (CheckpointLoaderSimple → SAM3 Detect) → LunaDetectionsFromCoreSAM3 → detailer; the video
+    tracker's track data is the other input of the same node."""
+    nodes = models_stage() + loaded_canvas_stage(400, 0) + [
+        Node("sam3_ckpt", "CheckpointLoaderSimple", (1180, 0), {"ckpt_name": CORE_SAM3}, title="Core SAM3 checkpoint",
+             width=360),
+        Node("concept", "CLIPTextEncode", (1180, 160), {"text": "face"}, {"clip": ("sam3_ckpt", 1)},
+             title="What to find (SAM3's own text encoder)", width=360),
+        Node("sam3_detect", "SAM3_Detect", (1180, 380),
+             {"threshold": 0.5, "refine_iterations": 2, "individual_masks": True},
+             {"model": ("sam3_ckpt", 0), "image": ("load", 0), "conditioning": ("concept", 0)}, width=360),
+        Node("from_core", "LunaDetectionsFromCoreSAM3", (1580, 0), {"label": "face"},
+             {"bboxes": ("sam3_detect", 1), "masks": ("sam3_detect", 0), "image": ("load", 0)}, width=380),
+        detailer((1990, 0), ("load", 0), detections=("from_core", 0)),
+        Node("save", "SaveImage", (2420, 0), {"filename_prefix": "lsd/core_sam3"}, {"images": ("detail", 0)}, width=400),
+        Node("crops", "PreviewImage", (2420, 460), {}, {"images": ("detail", 1)}, title="Detailer crops", width=400),
+    ]
+    groups = [
+        Group("1 · Models and prompts", ["ckpt", "clipvision", "pos", "neg"], BLUE),
+        Group("2 · Your image and its scaffold", ["load", "size", "scaffold"], PURPLE),
+        Group("3 · Core SAM3 (ComfyUI 0.28+)", ["sam3_ckpt", "concept", "sam3_detect"], CYAN),
+        Group("4 · Into Luna detections", ["from_core"], CYAN),
+        Group("5 · Detailer", ["detail"], RED),
+        Group("6 · Save", ["save", "crops"], BROWN),
+    ]
+    return Workflow("lsd_core_sam3", nodes, groups,
+                    "ComfyUI's own SAM3 finds the faces (SAM3 Detect, individual masks); Luna Detections from Core "
+                    "SAM3 hands its masks and boxes to the Luna Detailer, which repaints each in its crop. Needs "
+                    "ComfyUI 0.28 or newer and a SAM3 checkpoint in models/checkpoints.")
+
+
+WORKFLOWS = (full_pipeline, detail_only, global_only, manual_regions, flux_pipeline, detection_tools, distributed,
+             core_sam3)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -426,7 +459,7 @@ def build(workflow: Workflow, object_info: dict) -> tuple[dict, dict]:
         inputs, widgets, api_inputs, multiline = [], [], {}, 0
         for name, spec, _optional in ordered_inputs(info):
             kind, options = input_kind(spec), (spec[1] if len(spec) > 1 else {})
-            is_widget = kind in WIDGET_TYPES
+            is_widget = kind in WIDGET_TYPES and not options.get("forceInput")
             link_id = None
             if name in node.links:
                 src, slot = node.links[name]
@@ -504,11 +537,21 @@ def fetch_object_info(url: str) -> dict:
         return json.loads(resp.read())
 
 
+def missing_nodes(workflow: Workflow, object_info: dict) -> list[str]:
+    """The node types of `workflow` this ComfyUI does not have (e.g. core SAM3 on 0.3.75)."""
+    return sorted({node.type for node in workflow.nodes} - set(object_info))
+
+
 def write_all(object_info: dict) -> list[str]:
+    """Write every workflow whose nodes this ComfyUI has; the others are left as they are (said on stdout)."""
     (OUT / "api").mkdir(parents=True, exist_ok=True)
     names = []
     for make in WORKFLOWS:
         workflow = make()
+        if missing_nodes(workflow, object_info):
+            print(f"left {workflow.name} as it is: this ComfyUI lacks {', '.join(missing_nodes(workflow, object_info))}"
+                  " (build it with --url of a ComfyUI that has them)")
+            continue
         ui, api = build(workflow, object_info)
         (OUT / f"{workflow.name}.json").write_text(json.dumps(ui, indent=1, ensure_ascii=False) + "\n")
         (OUT / "api" / f"{workflow.name}.json").write_text(json.dumps(api, indent=1, ensure_ascii=False) + "\n")
