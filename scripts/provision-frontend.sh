@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The pinned newest frontend (requirements-frontend.txt) in .frontend/<version>/, for the browser tests' third host:
-# the 0.28 host started with --front-end-root .frontend/<version>/comfyui_frontend_package/static. Idempotent.
+# the 0.33 host started with --front-end-root .frontend/<version>/comfyui_frontend_package/static. Idempotent.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PYTHON=${PYTHON:-python3}

