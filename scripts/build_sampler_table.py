@@ -2,7 +2,7 @@
 """Write the sampler table of tests/sampler_table.py between README.md's sampler-table markers, from the samplers of
 the host it runs in (build it on the newest host: its list holds the older one's).
 
-    .venv-0.28/bin/python scripts/build_sampler_table.py     (LSD_COMFYUI=.comfyui-0.28)
+    LSD_COMFYUI=.comfyui-0.33 .venv-0.33/bin/python scripts/build_sampler_table.py
 tests/test_devices.py fails when a sampler of the host it runs on has no row, or another row, in README.md.
 """
 from __future__ import annotations

@@ -1,18 +1,18 @@
 """The frontends the browser tests open, each in both renderers (classic LiteGraph canvas and Nodes 2.0, the Vue
-renderer): the session's host (ComfyUI 0.3.75 with frontend 1.32.9 in `make test`), the 0.28 host with its own
-frontend 1.45.21, and the 0.28 host serving the pinned newest frontend (requirements-frontend.txt) with
---front-end-root. `make test` provisions the other two (`make browser-hosts`); without them their tests are skipped."""
+renderer): the session's host (ComfyUI 0.3.75 with frontend 1.32.9 in `make test`), the 0.33 host (the newest tested
+release, tests/tested_hosts.py) with its own frontend 1.48.7, and the 0.33 host serving the pinned newest frontend
+(requirements-frontend.txt) with --front-end-root. `make test` provisions the other two (`make browser-hosts`); without
+them their tests are skipped."""
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from tested_hosts import NEWEST as NEWEST_HOST
+
 ROOT = Path(__file__).resolve().parents[1]
-COMFYUI_028 = Path(os.environ.get("LSD_COMFYUI_028", ROOT / ".comfyui-0.28")).resolve()
-PYTHON_028 = Path(os.environ.get("LSD_PYTHON_028", ROOT / ".venv-0.28" / "bin" / "python"))
 NEWEST = next(line.split("==")[1].strip() for line in (ROOT / "requirements-frontend.txt").read_text().splitlines()
               if line.startswith("comfyui-frontend-package=="))
 NEWEST_ROOT = ROOT / ".frontend" / NEWEST / "comfyui_frontend_package" / "static"
@@ -36,7 +36,7 @@ class Host:
         if self.comfyui is None:
             return None
         if not (self.comfyui / "main.py").is_file() or not self.python.exists():
-            return f"no ComfyUI 0.28 host at {self.comfyui} with {self.python} (make browser-hosts)"
+            return f"no ComfyUI {NEWEST_HOST.release} host at {self.comfyui} with {self.python} (make browser-hosts)"
         if self.front_end_root and not (self.front_end_root / "index.html").is_file():
             return f"no frontend {NEWEST} at {self.front_end_root} (scripts/provision-frontend.sh)"
         return None
@@ -44,8 +44,8 @@ class Host:
 
 HOSTS = (
     Host("session", None, None, None, "lsd_global_only", "classic"),
-    Host("0.28", COMFYUI_028, PYTHON_028, None, "lsd_detail_only", "classic"),
-    Host(f"0.28-fe{NEWEST}", COMFYUI_028, PYTHON_028, NEWEST_ROOT, "lsd_detection_tools", "vue"),
+    Host("0.33", NEWEST_HOST.comfyui, NEWEST_HOST.python, None, "lsd_detail_only", "classic"),
+    Host(f"0.33-fe{NEWEST}", NEWEST_HOST.comfyui, NEWEST_HOST.python, NEWEST_ROOT, "lsd_detection_tools", "vue"),
 )
 
 

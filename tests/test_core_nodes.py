@@ -1,8 +1,10 @@
-"""Core BOUNDING_BOX and MASK batches into Luna detections, on a ComfyUI that has the core nodes (0.28: `make test-compat`).
+"""Core BOUNDING_BOX and MASK batches into Luna detections, on a ComfyUI that has the core nodes (the 0.33 host:
+`make test-compat`).
 
 The boxes come from the host's own `PrimitiveBoundingBox` and `CreateBoundingBoxes` nodes and the per-object masks from
 its `BatchMasksNode`, as `SAM3_Detect` hands them on (one box list per image, MASK [N, H, W] in box order). On 0.3.75
-these nodes do not exist and the tests that need them are skipped; on 0.28 or newer a missing node is a failure.
+these nodes do not exist and the tests that need them are skipped; on 0.28 (known to have them) or newer a missing node
+is a failure.
 """
 from __future__ import annotations
 
@@ -26,14 +28,15 @@ def _version(text: str) -> tuple[int, ...]:
 
 @pytest.fixture(scope="module")
 def core_bbox_host(comfy_server):
-    """The server, when it has the core BOUNDING_BOX nodes; a skip on older ComfyUI, a failure on 0.28 or newer."""
+    """The server, when it has the core BOUNDING_BOX nodes; a skip on older ComfyUI, a failure on 0.28 or newer (0.28
+    had them)."""
     version = comfy_server.get("/system_stats")["system"]["comfyui_version"]
     missing = [name for name in CORE_NODES if name not in comfy_server.get(f"/object_info/{name}")]
     if missing and _version(version) >= (0, 28):
         pytest.fail(f"ComfyUI {version} lacks the core nodes {', '.join(missing)}; see the server log:\n{comfy_server.log[-3000:]}")
     if missing:
         pytest.skip(f"ComfyUI {version} has no core BOUNDING_BOX nodes ({', '.join(missing)}; they came after 0.3.75): "
-                    "`make test-compat` runs these on the 0.28 host")
+                    "`make test-compat` runs these on the 0.33 host")
     return comfy_server
 
 
@@ -77,7 +80,8 @@ def detections_prompt() -> dict:
 
 
 def test_the_bounding_box_input_is_a_socket_in_every_frontend(comfy_server):
-    """0.28's frontend draws BOUNDING_BOX as a box-editor widget; forceInput keeps it a socket, as core SAM3_Detect's."""
+    """Frontends from 1.45 (ComfyUI 0.28 on) draw BOUNDING_BOX as a box-editor widget; forceInput keeps it a socket,
+    as core SAM3_Detect's."""
     bboxes = comfy_server.get("/object_info/LunaDetectionsFromBBoxes")["LunaDetectionsFromBBoxes"]["input"]["required"]["bboxes"]
     assert bboxes[0] == "BOUNDING_BOX" and bboxes[1].get("forceInput") is True
 

@@ -109,4 +109,4 @@ def test_a_half_precision_flux_model_on_the_gpu(sampler_name, dtype):
 def test_the_readme_has_the_row_of_every_sampler_of_this_host():
     rows = readme_rows((Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8"))
     assert {name: rows.get(name) for name in SAMPLERS} == {name: row(name) for name in SAMPLERS}, \
-        "run scripts/build_sampler_table.py on the 0.28 host"
+        "run scripts/build_sampler_table.py on the 0.33 host"

@@ -1,7 +1,7 @@
 """`make run` as a user types it: the server lists every Luna node and serves the web UI, relative paths are read
-from the folder make was typed in, Ctrl-C stops it cleanly; `COMFYUI_DIR` on the 0.28 host; a stale pack link.
+from the folder make was typed in, Ctrl-C stops it cleanly; `COMFYUI_DIR` on the 0.33 host; a stale pack link.
 
-The servers are real (`make run` on .comfyui, `make run COMFYUI_DIR=…` on .comfyui-0.28); the start-up checks of
+The servers are real (`make run` on .comfyui, `make run COMFYUI_DIR=…` on .comfyui-0.33); the start-up checks of
 scripts/run-host.sh (pack link, paths) run against a stand-in ComfyUI whose main.py prints how it was started.
 """
 from __future__ import annotations
@@ -20,11 +20,11 @@ import pytest
 from comfy_server import ComfyServer, final_exceptions, free_port
 from conftest import ROOT
 from luna_semantic_detailer import NODE_CLASS_MAPPINGS
+from tested_hosts import NEWEST
 
 pytestmark = pytest.mark.host
 
 PROBE = "relative-args-probe.safetensors"
-HOST_028, PYTHON_028 = ROOT / ".comfyui-0.28", ROOT / ".venv-0.28" / "bin" / "python"
 LINK = Path("custom_nodes") / "luna_semantic_detailer"
 
 
@@ -113,17 +113,17 @@ def test_ctrl_c_stops_make_run_cleanly(make_run):
     check_ctrl_c(make_run)
 
 
-def test_make_run_with_comfyui_dir_from_another_folder_on_the_028_host(tmp_path):
+def test_make_run_with_comfyui_dir_from_another_folder_on_the_033_host(tmp_path):
     """`make -C <repo> run COMFYUI_DIR=… COMFYUI_PYTHON=… ARGS=…` typed elsewhere, every path relative to there."""
-    if not (HOST_028 / "main.py").is_file() or not PYTHON_028.is_file():
-        pytest.skip(f"no ComfyUI 0.28 host at {HOST_028} run by {PYTHON_028} (`make host-0.28` provisions it)")
+    if NEWEST.missing():
+        pytest.skip(NEWEST.missing())
     caller = tmp_path / "elsewhere"
     caller.mkdir()
-    arguments = ["-C", str(ROOT), "run", f"COMFYUI_DIR={os.path.relpath(HOST_028, caller)}",
-                 f"COMFYUI_PYTHON={os.path.relpath(PYTHON_028, caller)}", f"ARGS={server_args(tmp_path, caller)}"]
+    arguments = ["-C", str(ROOT), "run", f"COMFYUI_DIR={os.path.relpath(NEWEST.comfyui, caller)}",
+                 f"COMFYUI_PYTHON={os.path.relpath(NEWEST.python, caller)}", f"ARGS={server_args(tmp_path, caller)}"]
     server = MakeRun(caller, tmp_path, arguments).start()
     try:
-        assert server.get("/system_stats")["system"]["comfyui_version"].startswith("0.28")
+        assert server.get("/system_stats")["system"]["comfyui_version"] == NEWEST.release
         check_serving(server, tmp_path)
         check_ctrl_c(server)
     finally:
