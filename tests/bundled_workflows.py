@@ -97,3 +97,29 @@ def write_canvas_image(path: Path, size: int = CANVAS) -> None:
     alpha[size // 4:size // 2, size // 3:size // 3 + size // 5] = 0  # LoadImage's MASK = 1 - alpha
     pixels = np.concatenate([(rgb * 255).astype(np.uint8), alpha[..., None]], -1)
     Image.fromarray(pixels, "RGBA").save(path)
+
+
+def nodes_the_host_lacks(name: str, object_info: dict) -> list[str]:
+    """The node types of bundled workflow `name` (its UI file, muted nodes too: the frontend must know each to open
+    it) that are not in a host's /object_info."""
+    return sorted({node["type"] for node in ui(name)["nodes"]} - set(object_info))
+
+
+def skip_if_the_host_lacks_its_core_nodes(name: str, object_info: dict, comfyui_version: str) -> None:
+    """Skip workflow `name` on a ComfyUI older than the newest tested release that lacks core nodes it uses (e.g.
+    lsd_core_sam3's SAM3_Detect, which 0.3.75 does not have), naming them. A missing Luna node, or any missing node on
+    the newest tested release or later, is a failure: there the workflow must open and run."""
+    import pytest
+    from packaging.version import Version
+
+    from luna_semantic_detailer import NODE_CLASS_MAPPINGS
+    from tested_hosts import NEWEST
+
+    missing = nodes_the_host_lacks(name, object_info)
+    if not missing:
+        return
+    luna = [kind for kind in missing if kind in NODE_CLASS_MAPPINGS]
+    if luna or Version(comfyui_version) >= Version(NEWEST.release):
+        pytest.fail(f"{name}: ComfyUI {comfyui_version} has no {', '.join(missing)} in /object_info")
+    pytest.skip(f"{name} uses core nodes ComfyUI {comfyui_version} does not have ({', '.join(missing)}); it is tested "
+                f"on {NEWEST.release}")

@@ -14,8 +14,10 @@ from pathlib import Path
 import pytest
 
 import browser
-from bundled_workflows import DISTRIBUTED, NAMES, api, for_tests, ui, write_canvas_image
+from bundled_workflows import (DISTRIBUTED, NAMES, api, for_tests, skip_if_the_host_lacks_its_core_nodes, ui,
+                               write_canvas_image)
 from frontends import ui_params
+from server_log import deprecation_warnings, warnings_naming_the_pack
 
 pytestmark = [pytest.mark.host, pytest.mark.skipif(browser.available() is not None, reason=str(browser.available()))]
 
@@ -44,6 +46,7 @@ class UI:
     host: object
     renderer: str
     version: str
+    log_start: int
 
 
 @pytest.fixture(scope="module", params=ui_params())
@@ -52,6 +55,7 @@ def ui_(request, comfy_server, other_servers):
     if host.missing():
         pytest.skip(host.missing())
     server = comfy_server if host.comfyui is None else other_servers(host)
+    log_start = len(server.log)
     write_canvas_image(server.workdir / "input" / TEST_IMAGE)
     with browser.open_ui(server.url) as page:
         page.evaluate(HELPERS)
@@ -67,7 +71,7 @@ def ui_(request, comfy_server, other_servers):
             pytest.skip("this frontend has no Nodes 2.0 renderer")
         assert vue == (renderer == "vue")
         version = page.evaluate("() => window.__COMFYUI_FRONTEND_VERSION__")
-        yield UI(page, server, host, renderer, version)
+        yield UI(page, server, host, renderer, version, log_start)
         assert page.errors == [], page.errors
 
 
@@ -127,6 +131,8 @@ MISSING_NODES = re.compile(r"missing (custom )?nodes|nodes (are|were) missing|so
 def test_template_opens_with_every_node_known_and_luna_nodes_marked(name, ui_):
     if ui_.renderer == "vue" and not ui_.host.front_end_root and name != "lsd_full_pipeline":
         pytest.skip("Nodes 2.0 of an older frontend opens lsd_full_pipeline only; the newest opens every template")
+    skip_if_the_host_lacks_its_core_nodes(name, ui_.server.get("/object_info"),
+                                          ui_.server.get("/system_stats")["system"]["comfyui_version"])
     assert_template_opens(ui_.page, name, ui_.renderer == "vue")
 
 
@@ -309,3 +315,11 @@ def test_nothing_in_the_console_comes_from_luna(ui_):
     """No warning or error printed by luna.js or through it (deprecated frontend APIs warn from inside the caller),
     and none about its routes or files."""
     assert browser.console_of(ui_.page, *LUNA_SOURCES) == []
+
+
+def test_nothing_in_the_server_log_comes_from_luna(ui_):
+    """While this frontend loaded the extension, opened the templates and ran one: no warning in the server's log names
+    the pack, and nothing is reported deprecated (e.g. 0.33's "[DEPRECATION WARNING] Detected import of deprecated
+    legacy API", printed when an extension imports the frontend's old /scripts/ui or /extensions/core files)."""
+    said = ui_.server.log[ui_.log_start:]
+    assert warnings_naming_the_pack(said) == [] and deprecation_warnings(said) == [], said[-3000:]
