@@ -1,17 +1,23 @@
 """One list of requirements: every third-party import of the pack is in requirements.txt, nothing is there that the pack
-does not import, pyproject.toml's dependencies are the same lines, and the test hosts' pins lie within them."""
+does not import, pyproject.toml's dependencies are the same lines, and the test hosts' pins lie within them. The ComfyUI
+releases the pack declares (pyproject's `requires-comfyui`) start at the oldest tested host and hold every tested one,
+the ones README names."""
 from __future__ import annotations
 
 import ast
 import importlib.metadata
+import re
 import sys
 from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 from conftest import COMFYUI, ROOT
+from tested_hosts import TESTED
 
 tomllib = pytest.importorskip("tomllib", reason="tomllib (Python 3.11+) reads pyproject.toml")
 
@@ -120,3 +126,34 @@ def test_the_hosts_pins_satisfy_the_requirements():
         (version,) = [s.version for s in pin if s.operator == "=="]
         assert requirement.specifier.contains(version), f"requirements-host.txt pins {requirement.name}=={version}"
         assert importlib.metadata.version(requirement.name) == version, f"this host has another {requirement.name}"
+
+
+def requires_comfyui() -> SpecifierSet:
+    with open(ROOT / "pyproject.toml", "rb") as fh:
+        return SpecifierSet(tomllib.load(fh)["tool"]["comfy"]["requires-comfyui"])
+
+
+def test_every_tested_host_is_in_pyprojects_comfyui_range_which_starts_at_the_oldest_and_is_open_above():
+    """The versions the hosts' own trees state (comfyui_version.py), not the Makefile's names for them."""
+    supported = requires_comfyui()
+    versions = {}
+    for host in TESTED:
+        if host.version() is None:
+            pytest.skip(f"no ComfyUI at {host.comfyui} to read its version from (`{host.make}` builds it)")
+        versions[host.comfyui.name] = host.version()
+    assert [versions[h.comfyui.name] for h in TESTED] == [h.release for h in TESTED], versions
+    outside = {name: v for name, v in versions.items() if v not in supported}
+    assert outside == {}, f"requires-comfyui {supported} leaves out the tested hosts {outside}"
+    lower = [Version(s.version) for s in supported if s.operator == ">="]
+    assert lower == [min(Version(v) for v in versions.values())], f"{supported}: its lower bound is not the oldest tested"
+    assert [str(s) for s in supported if s.operator != ">="] == [], f"{supported} has an upper bound"
+    assert Version("0.49.0") in supported
+
+
+def test_the_readme_names_the_tested_releases():
+    """Each "Tested on ComfyUI …" line of README names the tested hosts, oldest and newest, and says later releases
+    are expected to work."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    named = re.findall(r"Tested on ComfyUI ([0-9][0-9.]*[0-9]) and ([0-9][0-9.]*[0-9])", readme)
+    assert named and set(named) == {tuple(h.release for h in TESTED)}, named
+    assert "0.4x, are expected to work" in readme
