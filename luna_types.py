@@ -1,19 +1,22 @@
 """The data that travels between Luna nodes, and the ComfyUI type names that carry it."""
 from __future__ import annotations
 
-import base64
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from .kernels import validation
+from . import validation
 
 NOISE_SCAFFOLD = "LUNA_NOISE_SCAFFOLD"
 DETECTION_DATA = "LUNA_DETECTION_DATA"
 SAM3_MODEL = "LUNA_SAM3"
 SHARD_PLAN = "LUNA_SHARD_PLAN"
+
+Conditioning = list[list[Any]]
+"""ComfyUI's CONDITIONING: [[cond [B, tokens, width], {options}], ...]."""
 
 
 @dataclass(frozen=True)
@@ -103,23 +106,13 @@ class DetectionData:
     def with_detections(self, detections) -> "DetectionData":
         return replace(self, detections=tuple(detections))
 
-    def to_json(self) -> str:
-        """JSON text of the detections, masks included (float16, base64)."""
-        return json.dumps(self._header(include_masks=True))
-
-    @classmethod
-    def from_json(cls, text: str) -> "DetectionData":
-        header = json.loads(text)
-        masks = [_decode_mask(d.get("mask")) for d in header["detections"]]
-        return cls._from_header(header, masks)
-
     def save(self, path: str | Path) -> None:
         """Write a .safetensors file: masks as tensors, the rest as JSON metadata."""
         from safetensors.torch import save_file
 
         tensors = {f"mask_{i}": d.mask.detach().float().cpu().contiguous()
                    for i, d in enumerate(self.detections) if d.mask is not None}
-        save_file(tensors, str(path), metadata={"luna_detection_data": json.dumps(self._header(include_masks=False))})
+        save_file(tensors, str(path), metadata={"luna_detection_data": json.dumps(self._header())})
 
     @classmethod
     def load(cls, path: str | Path) -> "DetectionData":
@@ -134,14 +127,12 @@ class DetectionData:
             masks = [f.get_tensor(f"mask_{i}") if f"mask_{i}" in keys else None for i in range(len(header["detections"]))]
         return cls._from_header(header, masks)
 
-    def _header(self, include_masks: bool) -> dict:
+    def _header(self) -> dict:
         detections = []
         for d in self.detections:
             item = {"box": list(d.box), "score": float(d.score), "label": d.label, "image_index": int(d.image_index)}
             if d.track_id is not None:
                 item["track_id"] = int(d.track_id)
-            if include_masks and d.mask is not None:
-                item["mask"] = _encode_mask(d.mask)
             detections.append(item)
         return {"version": 1, "image_size": list(self.image_size), "meta": _json_safe(self.meta), "detections": detections}
 
@@ -153,18 +144,6 @@ class DetectionData:
             for d, mask in zip(header["detections"], masks)
         )
         return cls(detections, tuple(header.get("image_size", (0, 0))), dict(header.get("meta", {})))
-
-
-def _encode_mask(mask: torch.Tensor) -> dict:
-    data = mask.detach().to(torch.float16).cpu().contiguous().numpy().tobytes()
-    return {"shape": list(mask.shape), "dtype": "float16", "data": base64.b64encode(data).decode("ascii")}
-
-
-def _decode_mask(item: dict | None) -> torch.Tensor | None:
-    if item is None:
-        return None
-    raw = bytearray(base64.b64decode(item["data"]))
-    return torch.frombuffer(raw, dtype=torch.float16).reshape(item["shape"]).float()
 
 
 def _json_safe(meta: dict) -> dict:

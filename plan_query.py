@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import cache
 
 MAX_TILES = 1024
 MAX_TILES_PER_SIDE = 128
@@ -48,10 +47,10 @@ class Limits:
     defaults: dict[str, object]
 
 
-@cache
 def limits() -> Limits:
-    """The limits, read once from LunaNoiseScaffold's and LunaGlobalRefiner's INPUT_TYPES and the latent formats."""
-    from .nodes.common import LATENT_FORMATS
+    """The limits, read from LunaNoiseScaffold's and LunaGlobalRefiner's INPUT_TYPES (so the tilings are the strategies
+    registered now) and the latent formats."""
+    from .pipeline.latent_formats import LATENT_FORMATS
     from .nodes.refiner import LunaGlobalRefiner
     from .nodes.scaffold import LunaNoiseScaffold
 
@@ -110,7 +109,7 @@ def read(pairs: Iterable[tuple[str, str]]) -> PlanQuery:
         choices[name] = value
     latent_format = choices.pop("latent_format")
     if latent_format is not None:
-        from .nodes.common import LATENT_FORMATS
+        from .pipeline.latent_formats import LATENT_FORMATS
 
         if "factor" in given or "patch" in given:
             raise QueryError("give latent_format, or factor and patch, not both")

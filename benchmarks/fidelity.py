@@ -22,8 +22,9 @@ STRATEGIES = ("chess", "parallel", "fused", "independent")
 def run_tiling(job, canvas, scaffold, tile: int, overlap: int, strategy: str, fit: str):
     """The refiner's result; "independent" is parallel with a noise of its own per tile instead of the scaffold slice."""
     import luna_semantic_detailer.pipeline.region_sampling as refine_module
+    from pipeline_helpers import refine_tiles
+
     from luna_semantic_detailer.kernels.noise import own_noise, region_seed
-    from luna_semantic_detailer.pipeline.tiles import refine_tiles
 
     if strategy != "independent":
         return refine_tiles(job, canvas, scaffold, tile, overlap, strategy, fit)
@@ -172,14 +173,11 @@ def detailer_table(args, out_dir: Path) -> list[dict]:
     import torch.nn.functional as F
     from fixtures.fidelity import (block_vae, ellipse, energy, error, exact_model, job_for, structured_canvas,
                                    whole_canvas_region)
-    from pipeline_helpers import scaffold_for
+    from pipeline_helpers import refine_regions, scaffold_for
 
-    from luna_semantic_detailer.kernels.regions import overlap_rounds
     from luna_semantic_detailer.luna_types import Detection
     from luna_semantic_detailer.pipeline.canvas import canvas_noise
-    from luna_semantic_detailer.pipeline.crops import MaskEdge, canonical, crop_regions
-    from luna_semantic_detailer.pipeline.chess import refine_chess
-    from luna_semantic_detailer.pipeline.parallel import refine_parallel
+    from luna_semantic_detailer.pipeline.crops import CropSettings, MaskEdge, canonical, crop_regions
 
     width, height = args.width, args.height
     boxes = [(0.1, 0.15, 0.3, 0.45), (0.22, 0.3, 0.42, 0.6), (0.6, 0.55, 0.75, 0.8)]
@@ -188,7 +186,7 @@ def detailer_table(args, out_dir: Path) -> list[dict]:
     scaffold = scaffold_for(width, height, seed=3)
     canvas = structured_canvas(height, width)
     noise = canvas_noise(scaffold, height, width)
-    regions = crop_regions(detections, width, height, (1024, 1536), 1.5, edge, 8, scaffold.seed)
+    regions = crop_regions(detections, width, height, CropSettings((1024, 1536), 1.5, edge), 8, scaffold.seed)
     whole = whole_canvas_region(regions, width, height)
     union = whole.weight
     border = torch.zeros(height, width, dtype=torch.bool)
@@ -199,10 +197,9 @@ def detailer_table(args, out_dir: Path) -> list[dict]:
     rows = []
     for kind in ("local", "tile-global"):
         job = job_for(exact_model(kind), block_vae(), scaffold.seed, args.steps, 0.6, args.sampler)
-        reference = refine_parallel(job, canvas, noise, [whole])
-        for name, phases in (("parallel", None), ("rounds", overlap_rounds([r.rect for r in regions]))):
-            out = refine_parallel(job, canvas, noise, regions) if phases is None else \
-                refine_chess(job, canvas, noise, regions, phases)
+        reference = refine_regions(job, canvas, noise, [whole])
+        for name, tiling in (("parallel", "parallel"), ("rounds", "chess")):
+            out = refine_regions(job, canvas, noise, regions, tiling)
             inside = union > 0
             rows.append({"model": kind, "overlaps": name, "error": error(out, reference, canvas),
                          "energy_in_masks": float((out - canvas)[0][inside].std() / (reference - canvas)[0][inside].std()),

@@ -13,7 +13,7 @@ import torch
 import comfy.model_management as mm
 import comfy.model_patcher
 
-from ..kernels import validation
+from .. import validation
 from . import checkpoints, models_folder
 from .inference import detect
 

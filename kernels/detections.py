@@ -6,7 +6,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from . import validation
+from .. import validation
 
 def mask_boxes(masks: torch.Tensor, threshold: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
     """Normalized boxes [N, 4] (x0, y0, x1, y1) of masks [N, H, W] above threshold, and which masks are non-empty [N]."""

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-from . import validation
+from .. import validation
 
 Box = tuple[int, int, int, int]
 

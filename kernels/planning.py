@@ -5,7 +5,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from . import validation
+from .. import validation
 
 
 @dataclass(frozen=True)
@@ -110,8 +110,7 @@ def _check_plan(width: int, height: int, tile: int, overlap: int, factor: int, f
             f"overlap must be an int in [0, tile - factor] = [0, {tile - factor}] so tiles advance by at least one "
             f"latent cell, got {overlap!r}"
         )
-    if fit not in TILE_FITS:
-        raise ValueError(f"unknown tile fit {fit!r}; expected one of {', '.join(TILE_FITS)}")
+    validation.one_of("tile fit", fit, TILE_FITS)
 
 
 def plan_tiles(width: int, height: int, tile: int, overlap: int, factor: int = 8, fit: str = "exact",

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-from . import validation
+from .. import validation
 
 
 def _axis_plan(n: int, m: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -4,14 +4,17 @@ from __future__ import annotations
 import torch
 
 from ..luna_types import DETECTION_DATA, NOISE_SCAFFOLD, SHARD_PLAN
-from ..pipeline.crops import CROP_SIZES, PREVIEW_SIZE, MaskEdge, detail_canvas, detail_shard
 from ..pipeline.anchoring import resolve
+from ..pipeline.crops import CROP_SIZES, PREVIEW_SIZE, CropSettings, MaskEdge, Previews, crop_plan
+from ..pipeline.job import RefineJob
+from ..pipeline.parallel import PARALLEL
 from ..pipeline.prompts import PROMPT_MODES, label_positives
-from ..pipeline.region_sampling import RefineJob
-from ..pipeline.sampling import Sampler
-from ..pipeline.shards import Shard
-from .common import (CATEGORY, anchoring_inputs, check_scaffold_format, color_match_input, max_batch_input,
-                     sampler_inputs, shard_inputs, vision_strength_input)
+from ..pipeline.sampling import SamplerSettings
+from ..pipeline.shards import Shard, run
+from ..validation import one_of
+from ..pipeline.latent_formats import check_scaffold_format
+from .common import (CATEGORY, anchoring_inputs, color_match_input, max_batch_input, sampler_inputs, shard_inputs,
+                     vision_strength_input)
 
 
 def wanted(labels: str):
@@ -81,15 +84,15 @@ class LunaSAM3Detailer:
                 "detect on the same batch you detail."
             )
         check_scaffold_format(master_scaffold, model, vae)
-        sampler = Sampler(model, steps, cfg, sampler_name, scheduler, denoise, master_scaffold.seed)
-        anchor = resolve(anchoring, model, clip_vision, style_model, vision_strength)
-        per_label = label_positives(clip, label_prompts, positive, label_prompt_mode)
-        job = RefineJob(sampler, vae, positive, negative, master_scaffold.factor, max_batch, anchor, per_label,
-                        color_match == "low-frequency")
-        sizes, edge = CROP_SIZES[crop_size], MaskEdge(mask_dilation, mask_feather)
-        if shard.whole:
-            return *detail_canvas(job, image, master_scaffold, detections, sizes, context_padding, edge), None
-        return detail_shard(job, image, master_scaffold, detections, sizes, context_padding, edge, shard)
+        sampler = SamplerSettings(model, steps, cfg, sampler_name, scheduler, denoise, master_scaffold.seed)
+        job = RefineJob(sampler=sampler, vae=vae, positive=positive, negative=negative, factor=master_scaffold.factor,
+                        max_batch=max_batch, anchor=resolve(anchoring, model, clip_vision, style_model, vision_strength),
+                        label_positive=label_positives(clip, label_prompts, positive, label_prompt_mode),
+                        color_match=color_match == "low-frequency")
+        settings = CropSettings(CROP_SIZES[one_of("crop_size", crop_size, tuple(CROP_SIZES))], context_padding, MaskEdge(mask_dilation, mask_feather))
+        previews = Previews()
+        out, split = run(crop_plan(job, image, master_scaffold, detections, settings), PARALLEL, shard, previews.keep)
+        return out, previews.batch(), split
 
 
 NODE_CLASS_MAPPINGS = {"LunaSAM3Detailer": LunaSAM3Detailer}

@@ -1,15 +1,17 @@
 """LunaGlobalRefiner: the whole canvas polished in overlapping tiles, each from its 1:1 slice of the master scaffold."""
 from __future__ import annotations
 
+from ..kernels.planning import FIT_BAND, TILE_FITS
 from ..luna_types import NOISE_SCAFFOLD, SHARD_PLAN
 from ..pipeline.anchoring import resolve
-from ..pipeline.region_sampling import RefineJob
-from ..pipeline.sampling import Sampler
-from ..kernels.planning import FIT_BAND, TILE_FITS
-from ..pipeline.shards import Shard
-from ..pipeline.tiles import TILINGS, refine_tile_shard, refine_tiles
-from .common import (CATEGORY, anchoring_inputs, check_scaffold_format, color_match_input, max_batch_input,
-                     sampler_inputs, shard_inputs, vision_strength_input)
+from ..pipeline.job import RefineJob
+from ..pipeline.latent_formats import check_scaffold_format
+from ..pipeline.sampling import SamplerSettings
+from ..pipeline.shards import Shard, run
+from ..pipeline.strategies import STRATEGIES, strategy_named
+from ..pipeline.tiles import TileSettings, tile_plan
+from .common import (CATEGORY, anchoring_inputs, color_match_input, max_batch_input, sampler_inputs, shard_inputs,
+                     vision_strength_input)
 
 DEFAULT_TILING = "parallel"
 
@@ -48,7 +50,7 @@ class LunaGlobalRefiner:
             },
             "optional": {
                 "tile_fit": (list(TILE_FITS), {"default": "fit", "tooltip": f"fit: per axis the fewest tiles, each resized to the canvas within {FIT_BAND[0]:g}-{FIT_BAND[1]:g}x tile_size (on the latent grid, rectangular if need be), so overlaps stay near `overlap` and the least area is sampled (4096² at 1024/128: 16 tiles of 1120², 20.1 MP, instead of 25 of 1024², 26.2 MP). exact: every tile tile_size, overlaps grow to fill the canvas. Every tile still samples its exact 1:1 scaffold slice."}),
-                "tiling": (list(TILINGS), {"default": DEFAULT_TILING, "tooltip": "How the tiles agree. " + " ".join(f"{k}: {v}." for k, v in TILINGS.items()) + " parallel won the fidelity table (BENCHMARKS.md)."}),
+                "tiling": (list(STRATEGIES), {"default": DEFAULT_TILING, "tooltip": "How the tiles agree. " + " ".join(f"{s.name}: {s.description}." for s in STRATEGIES.values()) + " parallel won the fidelity table (BENCHMARKS.md)."}),
                 **color_match_input(),
                 **anchoring_inputs(),
                 **shard_inputs("tiles"),
@@ -60,14 +62,12 @@ class LunaGlobalRefiner:
                color_match="off", anchoring="auto", clip_vision=None, style_model=None, shard_index=0, shard_count=1):
         shard = Shard(shard_index, shard_count)
         check_scaffold_format(master_scaffold, model, vae)
-        sampler = Sampler(model, steps, cfg, sampler_name, scheduler, denoise, master_scaffold.seed)
-        anchor = resolve(anchoring, model, clip_vision, style_model, vision_strength)
-        job = RefineJob(sampler, vae, positive, negative, master_scaffold.factor, max_batch, anchor,
+        sampler = SamplerSettings(model, steps, cfg, sampler_name, scheduler, denoise, master_scaffold.seed)
+        job = RefineJob(sampler=sampler, vae=vae, positive=positive, negative=negative, factor=master_scaffold.factor,
+                        max_batch=max_batch, anchor=resolve(anchoring, model, clip_vision, style_model, vision_strength),
                         color_match=color_match == "low-frequency")
-        if shard.whole:
-            return refine_tiles(job, image, master_scaffold, tile_size, overlap, tiling, tile_fit), None
-        return refine_tile_shard(job, image, master_scaffold, tile_size, overlap, tiling, tile_fit, shard)
-
+        strategy = strategy_named(tiling)
+        return run(tile_plan(job, image, master_scaffold, TileSettings(tile_size, overlap, tile_fit)), strategy, shard)
 
 NODE_CLASS_MAPPINGS = {"LunaGlobalRefiner": LunaGlobalRefiner}
 NODE_DISPLAY_NAME_MAPPINGS = {"LunaGlobalRefiner": "Luna Global Refiner (tiled 4K polish)"}

@@ -5,7 +5,9 @@ from __future__ import annotations
 from ..kernels.noise import make_scaffold
 from ..luna_types import NOISE_SCAFFOLD, NoiseScaffold
 from ..pipeline.scaffold_noise import ScaffoldNoise
-from .common import CATEGORY, LATENT_FORMATS, RENAMED_FORMATS, latent_format_spec, model_latent_spec, vae_latent_spec
+from ..pipeline.latent_formats import (LATENT_FORMATS, RENAMED_FORMATS, latent_format_spec, model_latent_spec,
+                                      vae_latent_spec)
+from .common import CATEGORY
 
 
 class LunaNoiseScaffold:

@@ -18,15 +18,17 @@ brought to that size where they lie (`encoder_input`) before they go to the enco
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from ..luna_types import Conditioning
+from ..validation import one_of
+from .fingerprint import LOCAL
 from .conditioning import with_tokens
 
-Conditioning = list[list[Any]]
 
 ANCHORINGS = ("auto", "off", "revision", "style model", "raw tokens (experimental)")
 REVISION_WIDTH = 1280
@@ -39,8 +41,8 @@ class Anchor:
     """A resolved anchoring: `mode` one of ANCHORINGS but auto, with what it needs."""
 
     mode: str
-    clip_vision: Any = None
-    style_model: Any = None
+    clip_vision: Any = field(default=None, metadata=LOCAL)
+    style_model: Any = field(default=None, metadata=LOCAL)
     strength: float = 0.0
 
     @property
@@ -65,8 +67,7 @@ def _projection_width(clip_vision: Any) -> int:
 
 def resolve(mode: str, model: Any, clip_vision: Any, style_model: Any, strength: float) -> Anchor | None:
     """The anchoring to run, or None; `auto` picks what is connected; a pairing that cannot work is an error naming the fix."""
-    if mode not in ANCHORINGS:
-        raise ValueError(f"unknown anchoring {mode!r}; expected one of {', '.join(ANCHORINGS)}")
+    one_of("anchoring", mode, ANCHORINGS)
     family = _family(model)
     if mode == "auto":
         if clip_vision is None or strength == 0:

@@ -24,7 +24,8 @@ from typing import Any
 
 import torch
 
-Conditioning = list[list[Any]]
+from ..luna_types import Conditioning
+
 Box = tuple[int, int, int, int]
 
 GLOBAL_KEYS = frozenset({
@@ -41,11 +42,11 @@ SPATIAL_KEYS = frozenset({"area", "set_area_to_bounds", "mask", "control", "conc
 @dataclass(frozen=True)
 class Place:
     """Where a region sits: canvas image `image`, latent `box` (x, y, w, h) on a canvas latent of (h, w) `canvas`
-    cells, sampled at (h, w) `sample` cells."""
+    cells, sampled at (h, w) `sample_cells`."""
 
     image: int
     box: Box
-    sample: tuple[int, int]
+    sample_cells: tuple[int, int]
     canvas: tuple[int, int]
 
 
@@ -71,7 +72,7 @@ def _cut(tensor: torch.Tensor, place: Place, scale: int, method: str, crop: str)
     canvas = _upscale(item.float(), place.canvas[0] * scale, place.canvas[1] * scale, method, crop)
     x, y, w, h = (v * scale for v in place.box)
     part = canvas[..., y:y + h, x:x + w]
-    return _upscale(part, place.sample[0] * scale, place.sample[1] * scale, method, "disabled")
+    return _upscale(part, place.sample_cells[0] * scale, place.sample_cells[1] * scale, method, "disabled")
 
 
 def _area(area: tuple, place: Place) -> tuple[int, int, int, int] | None | bool:
@@ -90,7 +91,7 @@ def _area(area: tuple, place: Place) -> tuple[int, int, int, int] | None | bool:
         return None
     if (x0, y0, x1, y1) == (bx, by, bx + bw, by + bh):
         return True
-    sy, sx = place.sample[0] / bh, place.sample[1] / bw
+    sy, sx = place.sample_cells[0] / bh, place.sample_cells[1] / bw
     top, left = math.floor((y0 - by) * sy), math.floor((x0 - bx) * sx)
     return (max(1, math.ceil((y1 - by) * sy) - top), max(1, math.ceil((x1 - bx) * sx) - left), top, left)
 
@@ -184,7 +185,7 @@ def signature(conditioning: Conditioning) -> tuple:
             if isinstance(value, torch.Tensor):
                 items.append((key, tuple(value.shape[1:])))
             elif isinstance(value, ControlCut):
-                items.append((key, tuple(map(id, value.chain)), value.place.sample))
+                items.append((key, tuple(map(id, value.chain)), value.place.sample_cells))
             elif key == "reference_latents":
                 items.append((key, tuple(tuple(v.shape[1:]) for v in value)))
             else:

@@ -1,4 +1,4 @@
-"""The detailer's plan: a square crop per detection, its blend weight and noise mask, all sampled from the input canvas.
+"""The detailer's region source: a square crop per detection, its blend weight and noise mask, all sampled from the input canvas.
 
 The blend weight of a crop (its coverage too) is the detection's mask grown by `dilation`, feathered over `feather`
 pixels by Euclidean distance (kernels.masks), and faded to 0 over max(feather, 8) pixels inside every crop border
@@ -17,13 +17,13 @@ import torch.nn.functional as F
 from ..kernels.masks import detection_alpha, edge_fade
 from ..kernels.noise import region_seed
 from ..kernels.planning import Crop, plan_crop
-from ..kernels.regions import box_mask, mask_regions
+from ..kernels.rect_masks import box_mask, mask_regions
 from ..luna_types import Detection, NoiseScaffold
 from .canvas import canvas_noise, pad_to_grid
-from .parallel import refine_parallel
-from .region_sampling import RefineJob, resize
+from .job import RefineJob
+from .plan import RegionPlan
+from .region_sampling import resize
 from .regions import Region
-from .shards import Shard, ShardPlan, sampled_shard, shard_plan
 
 CROP_SIZES = {"auto (1024 / 1536)": (1024, 1536), "1024": (1024,), "1536": (1536,), "768": (768,), "512": (512,)}
 ALPHA_CELLS = 512
@@ -37,6 +37,15 @@ class MaskEdge:
 
     dilation: int
     feather: int
+
+
+@dataclass(frozen=True)
+class CropSettings:
+    """The detailer's planner settings: crop sides to pick from (`sizes`), the context around the object, the mask edge."""
+
+    sizes: tuple[int, ...]
+    context: float
+    edge: MaskEdge
 
 
 def canonical(detections: Sequence[Detection]) -> list[Detection]:
@@ -74,14 +83,14 @@ def support_mask(weight: torch.Tensor, sample: tuple[int, int], factor: int) -> 
     return F.adaptive_max_pool2d((weight > 0).float()[None, None], (sample[1] // factor, sample[0] // factor))[0, 0]
 
 
-def crop_regions(detections: Sequence[Detection], width: int, height: int, sizes: tuple[int, ...], context: float,
-                 edge: MaskEdge, factor: int, seed: int, patch: int = 1) -> list[Region]:
-    """A region per detection (canonical order) on a canvas of width x height px; crops over max(sizes) are resampled;
-    every side a whole number of the model's patches of `patch` latent cells."""
+def crop_regions(detections: Sequence[Detection], width: int, height: int, settings: CropSettings, factor: int,
+                 seed: int, patch: int = 1) -> list[Region]:
+    """A region per detection (canonical order) on a canvas of width x height px; crops over the largest size are
+    resampled; every side a whole number of the model's patches of `patch` latent cells."""
     regions = []
-    for d in detections:
-        crop = plan_crop(d.box, width, height, context, sizes, factor, patch)
-        weight = crop_weight(d, crop, width, height, edge)
+    for d in canonical(detections):
+        crop = plan_crop(d.box, width, height, settings.context, settings.sizes, factor, patch)
+        weight = crop_weight(d, crop, width, height, settings.edge)
         rect = (crop.x, crop.y, crop.size, crop.size)
         sample = (crop.sample_size, crop.sample_size)
         regions.append(Region(d.image_index, rect, sample, weight, weight, support_mask(weight, sample, factor), d.label,
@@ -89,13 +98,14 @@ def crop_regions(detections: Sequence[Detection], width: int, height: int, sizes
     return regions
 
 
-def _detail_regions(job: RefineJob, image: torch.Tensor, scaffold: NoiseScaffold, detections: Sequence[Detection],
-                    sizes: tuple[int, ...], context: float, edge: MaskEdge) -> tuple[torch.Tensor, torch.Tensor, list[Region]]:
-    """(padded canvas, its scaffold noise, a region per detection) of a detailer run."""
+def crop_plan(job: RefineJob, image: torch.Tensor, scaffold: NoiseScaffold, detections: Sequence[Detection],
+              settings: CropSettings) -> RegionPlan:
+    """The detailer's plan for `image` [B, H, W, 3]: a crop per detection, all cut from the input."""
     height, width = image.shape[1:3]
-    regions = crop_regions(canonical(detections), width, height, sizes, context, edge, scaffold.factor, scaffold.seed,
-                           job.patch)
-    return pad_to_grid(image, scaffold.factor), canvas_noise(scaffold, height, width), regions
+    regions = crop_regions(detections, width, height, settings, scaffold.factor, scaffold.seed, job.patch)
+    return RegionPlan(source="detailer", job=job, canvas=pad_to_grid(image, scaffold.factor),
+                      noise=canvas_noise(scaffold, height, width), regions=tuple(regions), width=width, height=height,
+                      settings=settings)
 
 
 class Previews:
@@ -109,24 +119,3 @@ class Previews:
 
     def batch(self) -> torch.Tensor:
         return torch.cat([self.kept[i] for i in sorted(self.kept)] or [torch.zeros(1, PREVIEW_SIZE, PREVIEW_SIZE, 3)])
-
-
-def detail_canvas(job: RefineJob, image: torch.Tensor, scaffold: NoiseScaffold, detections: Sequence[Detection],
-                  sizes: tuple[int, ...], context: float, edge: MaskEdge) -> tuple[torch.Tensor, torch.Tensor]:
-    """(`image` with every detection repainted in its crop, each refined crop at PREVIEW_SIZE) — all crops from the input."""
-    canvas, noise, regions = _detail_regions(job, image, scaffold, detections, sizes, context, edge)
-    previews = Previews()
-    out = refine_parallel(job, canvas, noise, regions, keep=previews.keep)
-    return out[:, :image.shape[1], :image.shape[2]].contiguous(), previews.batch()
-
-
-def detail_shard(job: RefineJob, image: torch.Tensor, scaffold: NoiseScaffold, detections: Sequence[Detection],
-                 sizes: tuple[int, ...], context: float, edge: MaskEdge,
-                 shard: Shard) -> tuple[torch.Tensor, torch.Tensor, ShardPlan]:
-    """(shard `shard`'s crops of the detailer run detail_canvas would make, packed for the merge; their previews; the
-    plan)."""
-    canvas, noise, regions = _detail_regions(job, image, scaffold, detections, sizes, context, edge)
-    plan = shard_plan("detailer", job, canvas, noise, regions, image.shape[2], image.shape[1], shard.count,
-                      (sizes, context, edge.dilation, edge.feather))
-    previews = Previews()
-    return sampled_shard(plan, shard, previews.keep), previews.batch(), plan

@@ -18,13 +18,16 @@ import comfy.samplers
 import torch
 
 from ..kernels.color import match_low_frequencies
-from ..kernels.compositing import Layer, add_share_, share
+from ..kernels.compositing import Layer, add_share_, share, tile_layers
+from ..luna_types import Conditioning
 from . import vae as vae_calls
+from .job import RefineJob
+from .plan import RegionPlan
 from .progress import Progress
-from .region_sampling import COLOR_SIGMA, RefineJob, RegionRun
-from .regions import Region
-from .sampling import Conditioning, from_model, to_model
+from .region_sampling import COLOR_SIGMA, RegionRun
+from .sampling import from_model, to_model
 from .step_noise import NoiseSite, RegionNoise, region_sampler
+from .strategy import Keep, Strategy
 
 
 @dataclass(frozen=True)
@@ -133,22 +136,23 @@ class FusedGuider(comfy.samplers.CFGGuider):
         return denoised
 
 
-def refine_fused(job: RefineJob, canvas: torch.Tensor, noise: torch.Tensor, regions: Sequence[Region],
-                 layers: Sequence[Layer]) -> torch.Tensor:
-    """`canvas` [B, H, W, 3] (padded to the grid; not modified) refined by the fused sampler.
-
-    regions: the tiles of each image (the same grid for every image); layers: the grid's layers in latent cells.
-    """
+def refine_fused(plan: RegionPlan, keep: Keep | None = None) -> torch.Tensor:
+    """The plan's canvas [B, H, W, 3] (not modified) refined by the fused sampler, as a new tensor; the plan's tile grid
+    is the same for every image (no region is sampled on its own, so `keep` sees nothing)."""
+    if not plan.tiles:
+        raise ValueError("the fused strategy samples one canvas latent cut by a tile grid: it needs a tiler's plan, "
+                         "not crops")
+    job, canvas, regions = plan.job, plan.canvas, plan.regions
+    layers = tile_layers(plan.tiles, job.factor)
     out = torch.empty_like(canvas)
-    with RegionRun(job, canvas, noise, regions, range(len(regions)), steps=canvas.shape[0] * job.sampler.steps) as run:
+    with RegionRun(plan, range(len(regions)), steps=canvas.shape[0] * job.sampler.steps) as run:
         for b in range(canvas.shape[0]):
             members = [i for i, r in enumerate(regions) if r.image == b]
-            grid = {i: n for n, i in enumerate(members)}
             batches = []
             for batch in run.batches(members):
                 positive, negative = run.conditioning(batch)
-                batches.append(TileBatch(tuple(layers[grid[i]].rect for i in batch), positive, negative))
-            out[b:b + 1] = _sample_canvas(job, canvas[b:b + 1], noise, batches, layers, run.progress)
+                batches.append(TileBatch(tuple(layers[regions[i].tile].rect for i in batch), positive, negative))
+            out[b:b + 1] = _sample_canvas(job, canvas[b:b + 1], plan.noise, batches, layers, run.progress)
             if job.color_match:
                 side = min(min(regions[i].rect[2], regions[i].rect[3]) for i in members)
                 out[b:b + 1] = match_low_frequencies(out[b:b + 1], canvas[b:b + 1], side / COLOR_SIGMA)
@@ -173,3 +177,8 @@ def _sample_canvas(job: RefineJob, image: torch.Tensor, noise: torch.Tensor, bat
                                            callback=progress.callback(), disable_pbar=True, seed=settings.seed))
     progress.advance(settings.steps)
     return vae_calls.decode_canvas(job.vae, samples.to(comfy.model_management.intermediate_device())).to(image)
+
+
+FUSED = Strategy(
+    "fused", "one sampler run on the whole canvas latent (its noise: the scaffold); every step each tile predicts its "
+             "part with its own conditioning and the predictions are averaged with the tile weights", refine_fused)

@@ -11,9 +11,10 @@ from typing import Any
 
 import torch
 
+from ..luna_types import Conditioning
+from ..validation import one_of
 from .conditioning import with_tokens
 
-Conditioning = list[list[Any]]
 PROMPT_MODES = ("append", "replace")
 OTHERS = "*"
 
@@ -43,10 +44,8 @@ def encode_text(clip: Any, text: str) -> Conditioning:
 
 def combine(positive: Conditioning, label: Conditioning, mode: str) -> Conditioning:
     """The connected positive with a label's conditioning appended to each entry's tokens, or replaced by it."""
-    if mode == "replace":
+    if one_of("label prompt mode", mode, PROMPT_MODES) == "replace":
         return label
-    if mode != "append":
-        raise ValueError(f"unknown label prompt mode {mode!r}; expected one of {', '.join(PROMPT_MODES)}")
     tokens, label_options = label[0]
     label_mask = label_options.get("attention_mask")
     return [with_tokens(cond, options, tokens, label_mask if isinstance(label_mask, torch.Tensor) else None)

@@ -4,13 +4,12 @@ Every region of a batch goes through the same steps: its pixels cut from the can
 scaffold slice (downscaled with it, variance-preserving), its conditioning cut to it and anchored by its own features,
 one VAE encode, one sampler call with its own per-step noise, one VAE decode, the optional colour match. `RegionRun`
 holds what a node run computes once (every region's conditioning and anchoring features, the ControlNet copies, the
-progress bar); the strategies (pipeline.parallel, .chess, .fused) decide the order and how results enter the canvas.
+progress bar); the strategies (pipeline.strategies) decide the order and how results enter the canvas.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -18,38 +17,18 @@ import torch.nn.functional as F
 from ..kernels.color import match_low_frequencies
 from ..kernels.noise import region_seed, slice_noise
 from ..kernels.resample import downscale_noise
+from ..luna_types import Conditioning
 from . import vae as vae_calls
-from .anchoring import Anchor, Features, anchor_batch, encode_features
+from .anchoring import Features, anchor_batch, encode_features
 from .batching import max_batch_for, plan_batches, run_halving
 from .conditioning import ControlCopies, Place, for_region, signature, stack
+from .job import RefineJob
+from .plan import RegionPlan
 from .progress import Progress
 from .prompts import positive_for
 from .regions import Region
-from .sampling import Sampler, model_patch, sample
+from .sampling import sample
 from .step_noise import NoiseSite, RegionNoise
-
-Conditioning = list[list[Any]]
-
-
-@dataclass(frozen=True)
-class RefineJob:
-    """Everything a batch of regions needs besides its pixels: sampler, VAE, prompts, anchoring, batch bound."""
-
-    sampler: Sampler
-    vae: Any
-    positive: Conditioning
-    negative: Conditioning
-    factor: int
-    max_batch: int
-    anchor: Anchor | None = None
-    label_positive: Mapping[str, Conditioning] = field(default_factory=dict)
-    color_match: bool = False
-
-    @property
-    def patch(self) -> int:
-        """The model's patch side in latent cells: every region it samples is a whole number of patches."""
-        return model_patch(self.sampler.model)
-
 
 COLOR_SIGMA = 8  # the low-frequency colour match blurs over 1/COLOR_SIGMA of a region's shorter side
 
@@ -84,9 +63,12 @@ def place_of(job: RefineJob, region: Region, canvas: torch.Tensor) -> Place:
 
 def conditioning_for(job: RefineJob, regions: Sequence[Region], canvas: torch.Tensor) -> list[RegionConditioning]:
     """Each region's own positive and negative."""
-    return [RegionConditioning(for_region(positive_for(r.label, job.label_positive, job.positive), place_of(job, r, canvas),
-                                          "positive"),
-                               for_region(job.negative, place_of(job, r, canvas), "negative")) for r in regions]
+    def cut(region: Region) -> RegionConditioning:
+        place = place_of(job, region, canvas)
+        return RegionConditioning(for_region(positive_for(region.label, job.label_positive, job.positive), place,
+                                             "positive"), for_region(job.negative, place, "negative"))
+
+    return [cut(r) for r in regions]
 
 
 def anchor_features(job: RefineJob, regions: Sequence[Region], canvas: torch.Tensor) -> list[Features] | None:
@@ -94,7 +76,7 @@ def anchor_features(job: RefineJob, regions: Sequence[Region], canvas: torch.Ten
     if job.anchor is None:
         return None
     seeds = [region_seed(job.sampler.seed, r.rect) for r in regions]
-    return encode_features(job.anchor, job.sampler.model, [r.sample for r in regions],
+    return encode_features(job.anchor, job.sampler.model, [r.sample_size for r in regions],
                            lambda i: crop(canvas, [regions[i]]), seeds)
 
 
@@ -127,7 +109,7 @@ def noise_sites(job: RefineJob, regions: Sequence[Region]) -> list[NoiseSite]:
 def crop(source: torch.Tensor, regions: Sequence[Region]) -> torch.Tensor:
     """The pixels of equal-sample-size regions of `source` [B, H, W, 3], each resized to its sampled size: [N, h_s, w_s, 3]."""
     return torch.cat([resize(source[r.image:r.image + 1, r.rect[1]:r.rect[1] + r.rect[3], r.rect[0]:r.rect[0] + r.rect[2]],
-                             r.sample) for r in regions])
+                             r.sample_size) for r in regions])
 
 
 def refine_batch(job: RefineJob, source: torch.Tensor, noise: torch.Tensor, regions: Sequence[Region],
@@ -165,7 +147,7 @@ def batch_plan(job: RefineJob, regions: Sequence[Region], conds: Sequence[Region
 
     def key(i: int):
         r = regions[i]
-        return r.sample, r.one_to_one, r.noise_mask is None, conds[i].key
+        return r.sample_size, r.one_to_one, r.noise_mask is None, conds[i].key
 
     def size(k) -> int:
         (w, h), _, _, _ = k
@@ -181,15 +163,15 @@ class RegionRun:
     before any sampling), the run's ControlNet copies (released at the end) and its progress bar (`steps`: region-steps
     in all, default every member's). Use as a context manager."""
 
-    def __init__(self, job: RefineJob, canvas: torch.Tensor, noise: torch.Tensor, regions: Sequence[Region],
-                 members: Sequence[int], steps: int | None = None):
-        self.job, self.noise, self.regions = job, noise, list(regions)
+    def __init__(self, plan: RegionPlan, members: Sequence[int], steps: int | None = None):
+        self.job, self.noise, self.regions = plan.job, plan.noise, plan.regions
         members = list(members)
-        self.conds = dict(zip(members, conditioning_for(job, [self.regions[i] for i in members], canvas)))
-        features = anchor_features(job, [self.regions[i] for i in members], canvas)
+        self.conds = dict(zip(members, conditioning_for(self.job, [self.regions[i] for i in members], plan.canvas)))
+        features = anchor_features(self.job, [self.regions[i] for i in members], plan.canvas)
         self.features = None if features is None else dict(zip(members, features))
         self.controls = ControlCopies()
-        self.progress = Progress(len(members) * job.sampler.steps if steps is None else steps, job.sampler.model)
+        self.progress = Progress(len(members) * self.job.sampler.steps if steps is None else steps,
+                                 self.job.sampler.model)
 
     def __enter__(self) -> "RegionRun":
         return self

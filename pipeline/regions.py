@@ -13,24 +13,30 @@ from ..kernels.compositing import Layer, Rect
 class Region:
     """A square crop or a tile of canvas image `image`.
 
-    rect: (x, y, w, h) canvas pixels on the latent grid of the padded canvas; sample: (w, h) pixels the sampler sees
-    (the rect's own size: 1:1 with the scaffold; smaller: the crop is resized and its noise slice downscaled).
+    rect: (x, y, w, h) canvas pixels on the latent grid of the padded canvas; sample_size: (w, h) pixels the sampler
+    sees (the rect's own size: 1:1 with the scaffold; smaller: the crop is resized and its noise slice downscaled).
     weight, coverage: [h, w] over the rect for the compositor (coverage None: the whole rect);
-    noise_mask: [h_s / f, w_s / f] over the sampled latent, 1 where the sampler repaints (None: everywhere).
+    noise_mask: [h_s / f, w_s / f] over the sampled latent, 1 where the sampler repaints (None: everywhere);
+    tile: the region's index in its plan's tile grid (None for a crop).
     """
 
     image: int
     rect: Rect
-    sample: tuple[int, int]
+    sample_size: tuple[int, int]
     weight: torch.Tensor
     coverage: torch.Tensor | None = None
     noise_mask: torch.Tensor | None = None
     label: str = ""
     own_seed: int = 0
+    tile: int | None = None
 
     @property
     def one_to_one(self) -> bool:
-        return self.sample == (self.rect[2], self.rect[3])
+        return self.sample_size == (self.rect[2], self.rect[3])
+
+    @property
+    def sampled_area(self) -> int:
+        return self.sample_size[0] * self.sample_size[1]
 
     @property
     def layer(self) -> Layer:
@@ -38,7 +44,7 @@ class Region:
 
     def cells(self, factor: int) -> tuple[Rect, tuple[int, int]]:
         """(the rect in latent cells (x, y, w, h), the sampled size in cells (h, w)) at `factor` px a cell."""
-        return tuple(v // factor for v in self.rect), (self.sample[1] // factor, self.sample[0] // factor)
+        return tuple(v // factor for v in self.rect), (self.sample_size[1] // factor, self.sample_size[0] // factor)
 
 
 class ImageLayers:

@@ -9,21 +9,21 @@ model's sigma_max, noise * sqrt(1 + sigma_max**2) + latent), sigma * noise + (1 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from ..luna_types import Conditioning
+from .fingerprint import LOCAL
 from .step_noise import RegionNoise, region_sampler
-
-Conditioning = list[list[Any]]
 
 
 @dataclass(frozen=True)
-class Sampler:
+class SamplerSettings:
     """A KSampler's settings: the model and how to sample it."""
 
-    model: Any
+    model: Any = field(metadata=LOCAL)
     steps: int
     cfg: float
     sampler_name: str
@@ -75,7 +75,7 @@ def from_model(latent: torch.Tensor) -> torch.Tensor:
     return latent[:, :, 0] if latent.ndim == 5 else latent
 
 
-def sample(settings: Sampler, noise: torch.Tensor, latent: torch.Tensor, positive: Conditioning, negative: Conditioning,
+def sample(settings: SamplerSettings, noise: torch.Tensor, latent: torch.Tensor, positive: Conditioning, negative: Conditioning,
            step_noise: RegionNoise, noise_mask: torch.Tensor | None = None, callback: Callable | None = None) -> torch.Tensor:
     """One ComfyUI sampler call on a batch: raw latent [B, C, h, w] from start noise [B, C, h, w], used as is."""
     import comfy.sample

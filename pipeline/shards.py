@@ -6,21 +6,24 @@ result cannot depend on which machine sampled which region. Shards are balanced 
 first, each to the shard with the least area so far. What a shard sends is its refined regions, packed so an 8-bit
 transfer loses at most one rounding of each pixel (kernels.shard_images); the merge reads which region each image is,
 checks that every region of the plan arrived, samples the missing ones itself or stops naming their shards, and
-composites them as the local run does (pipeline.parallel.composite).
+composites them as the local run does (the strategy's own compositor). Any strategy that samples its regions
+independently (pipeline.strategy.Independent) can be sharded; one that needs the whole canvas is refused by name.
 """
 from __future__ import annotations
 
 import logging
-import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 
 from ..kernels.shard_images import NO_REGION, Label, UnreadableShard, pack, unpack
-from .parallel import composite, sample_regions
-from .region_sampling import RefineJob
+from ..validation import one_of
+from .fingerprint import fingerprint
+from .plan import RegionPlan
 from .regions import Region
+from .strategies import STRATEGIES
+from .strategy import Keep, Strategy
 
 MISSING = {
     "sample them here": "the merge samples every region whose shard sent nothing (needs the models on this machine)",
@@ -55,34 +58,35 @@ def owners(regions: Sequence[Region], count: int) -> list[int]:
     (ties: the lower shard; equal areas: the earlier region)."""
     load = [0] * count
     out = [0] * len(regions)
-    for i in sorted(range(len(regions)), key=lambda i: (-regions[i].sample[0] * regions[i].sample[1], i)):
+    for i in sorted(range(len(regions)), key=lambda i: (-regions[i].sampled_area, i)):
         shard = min(range(count), key=lambda s: (load[s], s))
         out[i] = shard
-        load[shard] += regions[i].sample[0] * regions[i].sample[1]
+        load[shard] += regions[i].sampled_area
     return out
 
 
-def refuse_unless_parallel(tiling: str, shard: Shard) -> None:
-    """Only tilings that sample every region from the input canvas can be split over machines."""
-    if not shard.whole and tiling != "parallel":
-        raise ValueError(f"tiling {tiling!r} needs the whole canvas at every step (or phase), so it cannot be split over "
-                         f"{shard.count} shards: use tiling: parallel with shard_count > 1, or shard_count 1")
+def refuse_unless_shardable(strategy: Strategy, count: int) -> None:
+    """Only strategies that sample every region from the input canvas can be split over machines."""
+    if count > 1 and not strategy.shardable:
+        able = " or ".join(name for name, s in STRATEGIES.items() if s.shardable)
+        raise ValueError(f"tiling {strategy.name!r} needs the whole canvas at every step (or phase), so it cannot be "
+                         f"split over {count} shards: use tiling: {able} with shard_count > 1, or shard_count 1")
 
 
-@dataclass
+@dataclass(frozen=True)
 class ShardPlan:
-    """What the merge needs of a sharded run: the job, the padded canvas [B, H, W, 3] and its scaffold, the regions
-    and their shards, the unpadded canvas size and the plan's fingerprint."""
+    """What the merge needs of a sharded run: the region plan, its strategy, each region's shard and the fingerprint
+    every machine's plan must share."""
 
-    job: RefineJob
-    canvas: torch.Tensor
-    noise: torch.Tensor
-    regions: list[Region]
-    owners: list[int]
+    plan: RegionPlan
+    strategy: Strategy
+    owners: tuple[int, ...]
     count: int
-    width: int
-    height: int
     fingerprint: int
+
+    @property
+    def regions(self) -> tuple[Region, ...]:
+        return self.plan.regions
 
     @property
     def size(self) -> tuple[int, int]:
@@ -96,29 +100,29 @@ class ShardPlan:
     def sample(self, members: Sequence[int]) -> dict[int, torch.Tensor]:
         """{region: refined pixels [h, w, 3]} of `members`, sampled here."""
         results: dict[int, torch.Tensor] = {}
-        sample_regions(self.job, self.canvas, self.noise, self.regions, members, results.__setitem__)
+        self.strategy.independent.sample(self.plan, members, results.__setitem__)
         return results
 
 
-def shard_plan(kind: str, job: RefineJob, canvas: torch.Tensor, noise: torch.Tensor, regions: Sequence[Region],
-               width: int, height: int, count: int, settings: Sequence) -> ShardPlan:
-    """The plan of a run split into `count` shards; `settings`: what else every machine must share (the planner's)."""
-    s = job.sampler
-    shared = (*settings, s.steps, s.cfg, s.sampler_name, s.scheduler, s.denoise, s.seed, job.color_match,
-              None if job.anchor is None else (job.anchor.mode, job.anchor.strength))
-    return ShardPlan(job, canvas, noise, list(regions), owners(regions, count), count, width, height,
-                     fingerprint(kind, width, height, count, regions, shared))
+def shard_plan(plan: RegionPlan, strategy: Strategy, count: int) -> ShardPlan:
+    """The plan split into `count` shards; its fingerprint is every field of the plan (job and settings included) but
+    what is each machine's own (pipeline.fingerprint)."""
+    refuse_unless_shardable(strategy, count)
+    return ShardPlan(plan, strategy, tuple(owners(plan.regions, count)), count,
+                     fingerprint(plan, strategy.name, count))
 
 
-def fingerprint(kind: str, width: int, height: int, count: int, regions: Sequence[Region], settings: Sequence) -> int:
-    """A 32-bit digest of what must be the same on every machine for their shards to fit together."""
-    described = repr((kind, width, height, count, [(r.image, r.rect, r.sample, r.own_seed, r.label) for r in regions],
-                      tuple(settings)))
-    return zlib.crc32(described.encode("utf-8"))
+def run(plan: RegionPlan, strategy: Strategy, shard: Shard = Shard(),
+        keep: Keep | None = None) -> tuple[torch.Tensor, ShardPlan | None]:
+    """The plan refined by `strategy`: (the canvas, None) for the whole run; (the packed images of shard `shard`'s
+    regions, the shard plan) for one shard of several. keep(i, pixels) sees each region sampled here."""
+    if shard.whole:
+        return plan.trimmed(strategy.run(plan, keep)), None
+    split = shard_plan(plan, strategy, shard.count)
+    return sampled_shard(split, shard, keep), split
 
 
-def sampled_shard(plan: ShardPlan, shard: Shard,
-                  keep: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
+def sampled_shard(plan: ShardPlan, shard: Shard, keep: Keep | None = None) -> torch.Tensor:
     """The packed images of shard `shard`'s regions, sampled here; keep(i, pixels) sees each."""
     results = plan.sample(plan.members(shard.index))
     if keep is not None:
@@ -182,9 +186,7 @@ def _misfit(plan: ShardPlan, label: Label, results: Mapping[int, torch.Tensor]) 
 
 def merge(plan: ShardPlan, images: torch.Tensor, missing: str) -> torch.Tensor:
     """The canvas [B, height, width, 3] of every shard's regions composited; missing regions per `missing` (MISSING)."""
-    if missing not in MISSING:
-        raise ValueError(f"unknown missing {missing!r}; expected one of {', '.join(MISSING)}")
-    strict = missing == "stop with an error"
+    strict = one_of("missing", missing, tuple(MISSING)) == "stop with an error"
     results = received(plan, images, strict)
     absent = [i for i in range(len(plan.regions)) if i not in results]
     if absent:
@@ -196,4 +198,4 @@ def merge(plan: ShardPlan, images: torch.Tensor, missing: str) -> torch.Tensor:
                                f"{WORKER_SETTINGS}; or set the merge's missing to 'sample them here'.")
         logging.warning("[Luna] shard merge: shards %s sent nothing; sampling their %d regions here", shards, len(absent))
         results.update(plan.sample(absent))
-    return composite(plan.canvas, plan.regions, results)[:, :plan.height, :plan.width].contiguous()
+    return plan.plan.trimmed(plan.strategy.independent.composite(plan.plan, results))

@@ -8,8 +8,12 @@ import torch
 from fixtures.tiny_models import tiny_clip, tiny_model, tiny_vae
 from luna_semantic_detailer.kernels.noise import make_scaffold
 from luna_semantic_detailer.luna_types import NoiseScaffold
-from luna_semantic_detailer.pipeline.sampling import Sampler, sample
+from luna_semantic_detailer.pipeline.plan import RegionPlan
+from luna_semantic_detailer.pipeline.sampling import SamplerSettings, sample
+from luna_semantic_detailer.pipeline.shards import run
 from luna_semantic_detailer.pipeline.step_noise import NoiseSite, RegionNoise
+from luna_semantic_detailer.pipeline.strategies import strategy_named
+from luna_semantic_detailer.pipeline.tiles import TileSettings, tile_plan
 
 
 def encode_prompt(text: str, seed: int = 0) -> list:
@@ -56,5 +60,18 @@ def sample_batch(model, noise, latent, positive, negative, *, steps, cfg, sample
     sites = [NoiseSite((i * latent.shape[3], 0, latent.shape[3], latent.shape[2]), tuple(latent.shape[2:]))
              for i in range(latent.shape[0])]
     step_noise = RegionNoise(seed, sites, latent.shape[1])
-    return sample(Sampler(model, steps, cfg, sampler_name, scheduler, denoise, seed), noise, latent, positive, negative,
+    return sample(SamplerSettings(model, steps, cfg, sampler_name, scheduler, denoise, seed), noise, latent, positive, negative,
                   step_noise)
+
+
+def refine_tiles(job, image: torch.Tensor, scaffold: NoiseScaffold, tile_size: int, overlap: int, tiling: str,
+                 fit: str = "fit") -> torch.Tensor:
+    """The refiner's pipeline without the node: `image` [B, H, W, 3] in its tile plan, refined by `tiling`."""
+    return run(tile_plan(job, image, scaffold, TileSettings(tile_size, overlap, fit)), strategy_named(tiling))[0]
+
+
+def refine_regions(job, canvas: torch.Tensor, noise: torch.Tensor, regions, tiling: str = "parallel") -> torch.Tensor:
+    """Hand-made regions of `canvas` [B, H, W, 3] (on the latent grid) refined by `tiling`: the padded canvas."""
+    plan = RegionPlan(source="test", job=job, canvas=canvas, noise=noise, regions=tuple(regions), width=canvas.shape[2],
+                      height=canvas.shape[1], settings=None)
+    return strategy_named(tiling).run(plan, None)

@@ -111,7 +111,7 @@ def test_post_free_evicts_sam3_and_the_next_detection_reloads_it(comfy_server):
 def test_a_latent_format_of_an_earlier_version_still_loads_and_an_unknown_one_is_named(comfy_server):
     """Saved workflows and API prompts name 'SD3 / Flux (16 ch, ÷8)', which became 'Flux.1 / Chroma (16 ch, ÷8)'."""
     from comfy_server import PromptFailed
-    from luna_semantic_detailer.nodes.common import RENAMED_FORMATS
+    from luna_semantic_detailer.pipeline.latent_formats import RENAMED_FORMATS
 
     def prompt(name: str) -> dict:
         return {"scaffold": {"class_type": "LunaNoiseScaffold",

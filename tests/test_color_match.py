@@ -9,13 +9,12 @@ import torch
 from scipy import ndimage
 
 from fixtures.fidelity import bands, block_vae, ellipse, energy, exact_model, job_for, structured_canvas
-from pipeline_helpers import scaffold_for
+from pipeline_helpers import refine_regions, refine_tiles, scaffold_for
 from luna_semantic_detailer.kernels.color import low_frequencies, match_low_frequencies
 from luna_semantic_detailer.luna_types import Detection
 from luna_semantic_detailer.pipeline.canvas import canvas_noise
-from luna_semantic_detailer.pipeline.crops import MaskEdge, crop_regions
-from luna_semantic_detailer.pipeline.parallel import refine_parallel
-from luna_semantic_detailer.pipeline.tiles import canvas_tiles, refine_tiles
+from luna_semantic_detailer.pipeline.crops import CropSettings, MaskEdge, crop_regions
+from luna_semantic_detailer.pipeline.tiles import canvas_tiles
 
 WIDTH, HEIGHT = 2048, 1536
 # The bound on the mean colour difference (0..1) between two tiles' interiors, and between a crop's fully repainted
@@ -80,7 +79,7 @@ def test_a_crop_keeps_the_colour_of_its_surroundings_with_the_match_on():
     noise = canvas_noise(scaffold, HEIGHT, WIDTH)
     box = (0.3, 0.3, 0.55, 0.65)
     regions = crop_regions([Detection(box, ellipse(box, HEIGHT // 2, WIDTH // 2), 1.0, "face")], WIDTH, HEIGHT,
-                           (1024, 1536), 1.5, MaskEdge(16, 32), 8, scaffold.seed)
+                           CropSettings((1024, 1536), 1.5, MaskEdge(16, 32)), 8, scaffold.seed)
     job = job_for(exact_model("tile-bias"), block_vae(), scaffold.seed, denoise=0.6)
     (region,) = regions
     x, y, w, h = region.rect
@@ -89,6 +88,6 @@ def test_a_crop_keeps_the_colour_of_its_surroundings_with_the_match_on():
     def core_offset(out):
         return float((out - canvas)[0, y:y + h, x:x + w][core].mean(dim=0).abs().max())
 
-    off = core_offset(refine_parallel(job, canvas, noise, regions))
-    on = core_offset(refine_parallel(replace(job, color_match=True), canvas, noise, regions))
+    off = core_offset(refine_regions(job, canvas, noise, regions))
+    on = core_offset(refine_regions(replace(job, color_match=True), canvas, noise, regions))
     assert off > STEP_BOUND and on <= STEP_BOUND / 2, (off, on)

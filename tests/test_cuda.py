@@ -23,7 +23,7 @@ from luna_semantic_detailer.kernels.masks import detection_alpha, smoothstep
 from luna_semantic_detailer.kernels.planning import plan_tiles
 from luna_semantic_detailer.pipeline.anchoring import SDXL_SLOTS, append_tokens
 from luna_semantic_detailer.kernels.noise import make_scaffold, slice_noise
-from luna_semantic_detailer.kernels.regions import box_mask, mask_regions
+from luna_semantic_detailer.kernels.rect_masks import box_mask, mask_regions
 from luna_semantic_detailer.kernels.resample import bridge_shape, downscale_noise, integral_downscale
 
 pytestmark = [

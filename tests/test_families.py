@@ -15,7 +15,7 @@ from fixtures.lsd_test_models.builders import tiny_clip_vision, tiny_style_model
 from pipeline_helpers import smooth_canvas
 from luna_semantic_detailer.kernels.planning import plan_crop
 from luna_semantic_detailer.luna_types import Detection, DetectionData
-from luna_semantic_detailer.nodes.common import LATENT_FORMATS
+from luna_semantic_detailer.pipeline.latent_formats import LATENT_FORMATS
 from luna_semantic_detailer.nodes.detailer import LunaSAM3Detailer
 from luna_semantic_detailer.nodes.refiner import LunaGlobalRefiner
 from luna_semantic_detailer.nodes.scaffold import LunaNoiseScaffold, LunaScaffoldNoise
@@ -160,7 +160,7 @@ def box_detection(x0, y0, x1, y1, size=96) -> Detection:
 # ---------------------------------------------------------------------------------------------------------- the cells
 
 def cell_scaffold(name: str) -> None:
-    from luna_semantic_detailer.nodes.common import model_latent_spec, vae_latent_spec
+    from luna_semantic_detailer.pipeline.latent_formats import model_latent_spec, vae_latent_spec
 
     info, model, vae, _, _ = family(name)
     scaffold = scaffold_of(vae, 256, 192)

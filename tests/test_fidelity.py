@@ -12,17 +12,16 @@ import torch.nn.functional as F
 
 from fixtures.fidelity import (bands, block_vae, ellipse, energy, error, exact_model, flat_canvas, job_for, max_step_ratio,
                                structured_canvas, whole_canvas_region)
-from pipeline_helpers import scaffold_for
+from pipeline_helpers import refine_regions, refine_tiles, scaffold_for
 from luna_semantic_detailer.kernels.compositing import intersection
-from luna_semantic_detailer.kernels.regions import overlap_rounds
+from luna_semantic_detailer.kernels.rect_masks import overlap_rounds
 from luna_semantic_detailer.luna_types import Detection
 from luna_semantic_detailer.nodes.common import sampler_inputs
 from luna_semantic_detailer.nodes.refiner import DEFAULT_TILING
 from luna_semantic_detailer.pipeline.canvas import canvas_noise
-from luna_semantic_detailer.pipeline.crops import MaskEdge, canonical, crop_regions
-from luna_semantic_detailer.pipeline.chess import refine_chess
-from luna_semantic_detailer.pipeline.parallel import refine_parallel
-from luna_semantic_detailer.pipeline.tiles import TILINGS, canvas_tiles, refine_tiles
+from luna_semantic_detailer.pipeline.crops import CropSettings, MaskEdge, canonical, crop_regions
+from luna_semantic_detailer.pipeline.strategies import STRATEGIES as TILINGS
+from luna_semantic_detailer.pipeline.tiles import canvas_tiles
 
 WIDTH, HEIGHT, TILE, OVERLAP = 2048, 1536, 1024, 128
 CANVASES = {"flat": flat_canvas, "structured": structured_canvas}
@@ -86,11 +85,11 @@ def test_overlapping_detections_are_refined_once_and_match_one_whole_canvas_regi
     scaffold = scaffold_for(WIDTH, HEIGHT, seed=3)
     canvas = structured_canvas(HEIGHT, WIDTH)
     noise = canvas_noise(scaffold, HEIGHT, WIDTH)
-    regions = crop_regions(detections, WIDTH, HEIGHT, (1024, 1536), 1.5, MaskEdge(16, 32), 8, scaffold.seed)
+    regions = crop_regions(detections, WIDTH, HEIGHT, CropSettings((1024, 1536), 1.5, MaskEdge(16, 32)), 8, scaffold.seed)
     job = job_for(exact_model("local"), block_vae(), scaffold.seed, denoise=0.6)
-    reference = refine_parallel(job, canvas, noise, [whole_canvas_region(regions, WIDTH, HEIGHT)])
-    together = refine_parallel(job, canvas, noise, regions)
-    rounds = refine_chess(job, canvas, noise, regions, overlap_rounds([r.rect for r in regions]))
+    reference = refine_regions(job, canvas, noise, [whole_canvas_region(regions, WIDTH, HEIGHT)])
+    together = refine_regions(job, canvas, noise, regions)
+    rounds = refine_regions(job, canvas, noise, regions, "chess")
     assert len(overlap_rounds([r.rect for r in regions])) > 1
     assert error(together, reference, canvas) <= 0.005
     assert error(rounds, reference, canvas) > 10 * error(together, reference, canvas)

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from luna_semantic_detailer.kernels.detections import mask_boxes
-from luna_semantic_detailer.kernels.regions import box_mask, mask_regions, overlap_rounds, rects_overlap
+from luna_semantic_detailer.kernels.rect_masks import box_mask, mask_regions, overlap_rounds, rects_overlap
 
 
 def test_mask_regions_reproduces_a_linear_ramp_exactly_inside_the_image():

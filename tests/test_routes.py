@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from luna_semantic_detailer import plan_query
-from luna_semantic_detailer.nodes.common import LATENT_FORMATS
+from luna_semantic_detailer.pipeline.latent_formats import LATENT_FORMATS
 from luna_semantic_detailer.pipeline.tiles import canvas_tiles
 
 pytestmark = pytest.mark.host

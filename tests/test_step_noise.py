@@ -7,7 +7,7 @@ from fixtures.tiny_models import tiny_clip, tiny_model
 
 from luna_semantic_detailer.nodes.common import sampler_inputs
 from luna_semantic_detailer.pipeline.batching import BATCH_COUPLED_SAMPLERS, max_batch_for
-from luna_semantic_detailer.pipeline.sampling import Sampler, sample
+from luna_semantic_detailer.pipeline.sampling import SamplerSettings, sample
 from luna_semantic_detailer.pipeline.step_noise import NoiseSite, RegionNoise
 
 OFFERED = sampler_inputs(0.5)["sampler_name"][0]
@@ -26,7 +26,7 @@ def _text(prompt: str) -> list:
 def _run(name: str, origins, latent, noise, mask, positive, negative, seed: int = 11):
     sites = [NoiseSite((x, y, SIDE, SIDE), (SIDE, SIDE)) for x, y in origins]
     step_noise = RegionNoise(seed, sites, 4)
-    settings = Sampler(tiny_model(), 3, 2.0, name, "normal", 0.6, 11)
+    settings = SamplerSettings(tiny_model(), 3, 2.0, name, "normal", 0.6, 11)
     return sample(settings, noise, latent, positive, negative, step_noise, noise_mask=mask)
 
 

@@ -1,4 +1,4 @@
-"""kernels.validation: each check returns what it was given (as int or float) or raises one message form that names
+"""validation: each check returns what it was given (as int or float) or raises one message form that names
 the argument, what it got and what it expects."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from luna_semantic_detailer.kernels import validation
+from luna_semantic_detailer import validation
 
 
 @given(st.integers(-5, 5), st.integers(-3, 3))

@@ -93,7 +93,7 @@ export function refinerPlan(node, onReady = () => {}) {
   if (plan.error) return { text: `tile plan: ${plan.error}` };
   const batch = widgetValue(node, "max_batch");
   const sizes = plan.tile_sizes.map(([w, h]) => (w === h ? `${w}px` : `${w}×${h}px`)).join(", ");
-  const phases = tiling === "chess" ? ` · ${plan.phases} chess phases` : "";
+  const phases = plan.phases > 1 ? ` · ${plan.phases} phases` : "";
   return {
     plan,
     text: `${plan.cols}×${plan.rows} = ${plan.count} tiles of ${sizes} on ${size.width}×${size.height} · ${tiling}${phases} · ` +
@@ -122,7 +122,8 @@ function fitBox(width, height) {
 
 function drawTileGrid(ctx, plan, box) {
   for (const t of plan.tiles) {
-    const colour = PHASE_COLORS[(plan.tiling === "chess" ? t.phase : t.row + t.col) % PHASE_COLORS.length];
+    const ordered = plan.phases > 1;
+    const colour = PHASE_COLORS[(ordered ? t.phase : t.row + t.col) % PHASE_COLORS.length];
     const [x, y, w, h] = [t.x, t.y, t.w, t.h].map((v) => v * box.scale);
     ctx.globalAlpha = 0.35;
     ctx.fillStyle = colour;
@@ -130,7 +131,7 @@ function drawTileGrid(ctx, plan, box) {
     ctx.globalAlpha = 1;
     ctx.strokeStyle = colour;
     ctx.strokeRect(x + 0.5, y + 0.5, w - 1, h - 1);
-    if (plan.tiling === "chess" && w > 14) {
+    if (ordered && w > 14) {
       ctx.fillStyle = TEXT;
       ctx.fillText(String(t.phase + 1), x + w / 2 - 3, y + h / 2 + 4);
     }

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from ...luna_types import Detection, DetectionData
-from .. import validation
+from ... import validation
 from ..detections import compact_mask
 from .validation import confidence, fitted_box, mask_batch, numbers
 

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from ...luna_types import Detection, DetectionData
-from .. import validation
+from ... import validation
 from ..detections import compact_mask, mask_boxes
 from .bounding_boxes import bboxes_to_detections, per_image_boxes
 from .validation import mask_batch

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from .. import validation
+from ... import validation
 
 TOP_BY = ("score", "area")
 ORDERS = ("score desc", "area desc", "left-to-right", "top-to-bottom", "input order")

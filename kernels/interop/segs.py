@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ...luna_types import Detection, DetectionData
-from .. import validation
+from ... import validation
 from ..detections import compact_dtype, mask_boxes
 from .validation import box, confidence, fitted_box, mask_2d, numbers
 

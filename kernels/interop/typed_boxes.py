@@ -1,7 +1,7 @@
 """Boxes typed into a node, one per line `x0, y0, x1, y1[, label]`, in fractions of the image or in its pixels."""
 from __future__ import annotations
 
-from .. import validation
+from ... import validation
 from .validation import Box, fitted_box
 
 UNITS = ("normalized (0-1)", "pixels")

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import validation
+from ... import validation
 
 FIT_TOLERANCE = 0.5
 """Pixels a box may overhang its image (rounding of the pixel coordinates); more is an error, less is clipped."""

@@ -1,4 +1,5 @@
-"""Argument checks shared by the kernels and nodes (pure Python).
+"""Argument checks shared by every layer of the pack: pure Python that imports nothing of it, so the types of
+luna_types and the kernels both stand on it.
 
 Each returns the checked value or raises a ValueError of one form, "<name> is <value>; expected <what>", so a message
 says which argument, what it got and what to give instead.

@@ -1,4 +1,5 @@
-"""Detailer regions: masks cut out of whole-image detection masks, and rounds of crops that never overlap."""
+"""Rectangles and the masks in them: a whole-image mask cut to normalized rectangles, box masks, and rounds of
+rectangles that never overlap (the chess strategy's phases of crops)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
