@@ -1,4 +1,5 @@
-"""Tile planning and chess schedule for the global pass; square crop planning for the detailer."""
+"""Tile planning and chess schedule for the global pass; square crop planning for the detailer, and the path of a
+track's square through a clip."""
 from __future__ import annotations
 
 import math
@@ -243,3 +244,32 @@ def plan_crop(box: tuple[float, float, float, float], canvas_width: int, canvas_
         size=size,
         sample_size=min(size, targets[-1]),
     )
+
+
+def smooth_path(times: Sequence[float], values: Sequence[float], radius: float) -> list[float]:
+    """`values` at `times` smoothed by a local straight line: at each time t, the least-squares line through the samples
+    within `radius` of t, read at t (radius 0: the values as they are). A steady motion comes out exact, ends and gaps
+    included; a jitter is averaged over the window."""
+    if len(times) != len(values):
+        raise ValueError(f"times and values differ in length: {len(times)} and {len(values)}")
+    if not (isinstance(radius, (int, float)) and math.isfinite(radius) and radius >= 0):
+        raise ValueError(f"radius must be a finite number >= 0, got {radius!r}")
+    out = []
+    for t in times:
+        near = [(s, v) for s, v in zip(times, values) if abs(s - t) <= radius]
+        mean_s = sum(s for s, _ in near) / len(near)
+        mean_v = sum(v for _, v in near) / len(near)
+        spread = sum((s - mean_s) ** 2 for s, _ in near)
+        slope = sum((s - mean_s) * (v - mean_v) for s, v in near) / spread if spread > 0 else 0.0
+        out.append(mean_v + slope * (t - mean_s))
+    return out
+
+
+def crop_at(centre: tuple[float, float], extent: tuple[float, float], crop: Crop, canvas_width: int, canvas_height: int,
+            factor: int = 8) -> Crop:
+    """`crop`'s square moved to be centred on `centre` (px), its origin on the grid and inside the canvas, keeping an
+    object of `extent` (w, h px) around the centre inside it when the grid allows."""
+    (cx, cy), (w, h) = centre, extent
+    return Crop(x=_crop_origin(cx - w / 2, cx + w / 2, crop.size, canvas_width, factor),
+                y=_crop_origin(cy - h / 2, cy + h / 2, crop.size, canvas_height, factor),
+                size=crop.size, sample_size=crop.sample_size)

@@ -75,7 +75,7 @@ def anchor_features(job: RefineJob, regions: Sequence[Region], canvas: torch.Ten
     """Each region's anchoring features, from its pixels of `canvas` [B, H, W, 3] (None without anchoring)."""
     if job.anchor is None:
         return None
-    seeds = [region_seed(job.sampler.seed, r.rect) for r in regions]
+    seeds = [region_seed(job.sampler.seed, r.noise_home) for r in regions]
     return encode_features(job.anchor, job.sampler.model, [r.sample_size for r in regions],
                            lambda i: crop(canvas, [regions[i]]), seeds)
 
@@ -94,7 +94,7 @@ def batch_conditioning(job: RefineJob, conds: Sequence[RegionConditioning], feat
 def start_noise(job: RefineJob, noise: torch.Tensor, regions: Sequence[Region]) -> torch.Tensor:
     """The scaffold under each region, [N, C, h_s/f, w_s/f]: the exact slice, downscaled (variance-preserving) when resampled."""
     f = job.factor
-    slices = [slice_noise(noise, [r.rect], f) for r in regions]
+    slices = [slice_noise(noise, [r.noise_home], f) for r in regions]
     out = [s if r.one_to_one else downscale_noise(s, r.cells(f)[1], seed=[r.own_seed])
            for r, s in zip(regions, slices)]
     return torch.cat(out)
@@ -103,7 +103,7 @@ def start_noise(job: RefineJob, noise: torch.Tensor, regions: Sequence[Region]) 
 def noise_sites(job: RefineJob, regions: Sequence[Region]) -> list[NoiseSite]:
     """Where each region's per-step noise comes from on the canvas's noise field."""
     f = job.factor
-    return [NoiseSite(*r.cells(f), r.own_seed) for r in regions]
+    return [NoiseSite(tuple(v // f for v in r.noise_home), r.cells(f)[1], r.own_seed) for r in regions]
 
 
 def crop(source: torch.Tensor, regions: Sequence[Region]) -> torch.Tensor:

@@ -17,7 +17,9 @@ class Region:
     sees (the rect's own size: 1:1 with the scaffold; smaller: the crop is resized and its noise slice downscaled).
     weight, coverage: [h, w] over the rect for the compositor (coverage None: the whole rect);
     noise_mask: [h_s / f, w_s / f] over the sampled latent, 1 where the sampler repaints (None: everywhere);
-    tile: the region's index in its plan's tile grid (None for a crop).
+    tile: the region's index in its plan's tile grid (None for a crop); noise_rect: where on the canvas its noise
+    comes from (the scaffold slice, the per-step noise field), when not its own rect: a track's crops in every frame
+    take the noise of the track's home square.
     """
 
     image: int
@@ -29,6 +31,7 @@ class Region:
     label: str = ""
     own_seed: int = 0
     tile: int | None = None
+    noise_rect: Rect | None = None
 
     @property
     def one_to_one(self) -> bool:
@@ -41,6 +44,11 @@ class Region:
     @property
     def layer(self) -> Layer:
         return Layer(self.rect, self.weight, self.coverage)
+
+    @property
+    def noise_home(self) -> Rect:
+        """The canvas rect (x, y, w, h px) its noise is cut from."""
+        return self.rect if self.noise_rect is None else self.noise_rect
 
     def cells(self, factor: int) -> tuple[Rect, tuple[int, int]]:
         """(the rect in latent cells (x, y, w, h), the sampled size in cells (h, w)) at `factor` px a cell."""

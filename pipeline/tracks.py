@@ -1,0 +1,111 @@
+"""The detailer's region source for clips: a track's crops, one square size for the whole clip, following the object.
+
+A track is the detections of one object (one `track_id`) over the frames of a clip (`image_index` the frame). Its
+square has one side for every frame, from the track's largest extent (pipeline.crops' rule on that detection), so the
+track's crops batch together; the square follows the object's centre (`follow`), smoothed by a local straight line
+(`follow (smoothed)`: a steady motion comes out exact), or stays on the union of the track's boxes (`fixed square`).
+Every crop of a track takes the noise of the track's home square (its first frame's), scaffold slice and per-step
+noise alike, so the noise travels with the object; each frame is blended with that frame's own mask, and a frame
+where the object is absent has no region. Detections without a track id are cropped frame by frame.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from ..kernels.noise import region_seed
+from ..kernels.planning import Crop, crop_at, plan_crop, smooth_path
+from ..luna_types import Detection, NoiseScaffold
+from ..validation import int_at_least, one_of
+from .canvas import canvas_noise, pad_to_grid
+from .crops import CropSettings, crop_regions, crop_weight, support_mask
+from .job import RefineJob
+from .plan import RegionPlan
+from .regions import Region
+
+MOTIONS = {
+    "follow (smoothed)": "the square follows the object's centre, smoothed by a straight line through the frames "
+                         "around each (a steady motion is followed exactly)",
+    "follow": "the square follows the object's centre in every frame",
+    "fixed square": "one square over the union of the track's boxes in every frame",
+}
+FRAME_BY_FRAME = "frame by frame"
+SMOOTHING = 2
+"""Frames on each side of a frame that its smoothed centre is fitted to."""
+
+
+@dataclass(frozen=True)
+class TrackSettings:
+    """The detailer's settings for tracked detections: the crop settings, how a track's square moves (MOTIONS) and
+    over how many frames each side its path is smoothed."""
+
+    crops: CropSettings
+    motion: str = "follow (smoothed)"
+    smoothing: int = SMOOTHING
+
+    def __post_init__(self):
+        one_of("track crops", self.motion, tuple(MOTIONS))
+        int_at_least("smoothing", self.smoothing, 0)
+
+
+def tracks(detections: Sequence[Detection]) -> dict[int, list[Detection]]:
+    """The tracked detections by track id (ascending), each track in frame order."""
+    out: dict[int, list[Detection]] = {}
+    for d in sorted((d for d in detections if d.track_id is not None), key=lambda d: (d.track_id, d.image_index, d.box)):
+        out.setdefault(d.track_id, []).append(d)
+    return out
+
+
+def _pixels(box: tuple[float, float, float, float], width: int, height: int) -> tuple[float, float, float, float]:
+    """(centre x, centre y, w, h) in px of a normalized box."""
+    x0, y0, x1, y1 = box
+    return (x0 + x1) / 2 * width, (y0 + y1) / 2 * height, (x1 - x0) * width, (y1 - y0) * height
+
+
+def track_crops(track: Sequence[Detection], width: int, height: int, settings: TrackSettings, factor: int,
+                patch: int = 1) -> list[Crop]:
+    """The square of each detection of one track (in its order), all of one side."""
+    crops = settings.crops
+    if settings.motion == "fixed square":
+        union = (min(d.box[0] for d in track), min(d.box[1] for d in track),
+                 max(d.box[2] for d in track), max(d.box[3] for d in track))
+        return [plan_crop(union, width, height, crops.context, crops.sizes, factor, patch)] * len(track)
+    boxes = [_pixels(d.box, width, height) for d in track]
+    largest = max(track, key=lambda d: max((d.box[2] - d.box[0]) * width, (d.box[3] - d.box[1]) * height))
+    square = plan_crop(largest.box, width, height, crops.context, crops.sizes, factor, patch)
+    radius = settings.smoothing if settings.motion == "follow (smoothed)" else 0
+    frames = [d.image_index for d in track]
+    xs = smooth_path(frames, [b[0] for b in boxes], radius)
+    ys = smooth_path(frames, [b[1] for b in boxes], radius)
+    return [crop_at((x, y), (b[2], b[3]), square, width, height, factor) for x, y, b in zip(xs, ys, boxes)]
+
+
+def track_regions(detections: Sequence[Detection], width: int, height: int, settings: TrackSettings, factor: int,
+                  seed: int, patch: int = 1) -> list[Region]:
+    """A region per tracked detection (tracks by id, frames in order), each with its frame's weight and its track's
+    home noise; then the untracked detections' crops (pipeline.crops)."""
+    regions = []
+    edge = settings.crops.edge
+    for track in tracks(detections).values():
+        squares = track_crops(track, width, height, settings, factor, patch)
+        home = (squares[0].x, squares[0].y, squares[0].size, squares[0].size)
+        for d, crop in zip(track, squares):
+            weight = crop_weight(d, crop, width, height, edge)
+            sample = (crop.sample_size, crop.sample_size)
+            regions.append(Region(d.image_index, (crop.x, crop.y, crop.size, crop.size), sample, weight, weight,
+                                  support_mask(weight, sample, factor), d.label, region_seed(seed, home),
+                                  noise_rect=home))
+    untracked = [d for d in detections if d.track_id is None]
+    return regions + crop_regions(untracked, width, height, settings.crops, factor, seed, patch)
+
+
+def track_plan(job: RefineJob, image: torch.Tensor, scaffold: NoiseScaffold, detections: Sequence[Detection],
+               settings: TrackSettings) -> RegionPlan:
+    """The detailer's plan for a clip `image` [frames, H, W, 3] whose detections carry track ids."""
+    height, width = image.shape[1:3]
+    regions = track_regions(detections, width, height, settings, scaffold.factor, scaffold.seed, job.patch)
+    return RegionPlan(source="detailer", job=job, canvas=pad_to_grid(image, scaffold.factor),
+                      noise=canvas_noise(scaffold, height, width), regions=tuple(regions), width=width, height=height,
+                      settings=settings)
