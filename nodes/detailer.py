@@ -9,12 +9,16 @@ from ..pipeline.crops import CROP_SIZES, PREVIEW_SIZE, CropSettings, MaskEdge, P
 from ..pipeline.job import RefineJob
 from ..pipeline.parallel import PARALLEL
 from ..pipeline.prompts import PROMPT_MODES, label_positives
+from ..pipeline.latent_formats import check_scaffold_format
 from ..pipeline.sampling import SamplerSettings
 from ..pipeline.shards import Shard, run
+from ..pipeline.tracks import FRAME_BY_FRAME, MOTIONS, TrackSettings, track_plan, tracks
 from ..validation import one_of
-from ..pipeline.latent_formats import check_scaffold_format
 from .common import (CATEGORY, anchoring_inputs, color_match_input, max_batch_input, sampler_inputs, shard_inputs,
                      vision_strength_input)
+
+
+TRACK_CROPS = (*MOTIONS, FRAME_BY_FRAME)
 
 
 def wanted(labels: str):
@@ -24,18 +28,17 @@ def wanted(labels: str):
 
 class LunaSAM3Detailer:
     DESCRIPTION = (
-        "Repaints every detection: a square crop of 1024 px (1536 px for larger objects; bigger ones are sampled at "
-        "1536) with context around it, sampled from the exactly corresponding slice of the master scaffold, anchored "
-        "by the crop's own image when a style model or CLIP-ViT is connected (anchoring auto: the style model, else "
-        "ReVision, else raw tokens), and blended back by the dilated mask feathered by Euclidean distance, faded to 0 "
-        "inside the crop's edge. All crops are sampled from the input; where they overlap they are averaged by their "
-        "weights. Pixels outside every mask are left bit-identical."
+        "Repaints every detection in a square crop of 1024 px (1536 px for larger objects) with context around it, "
+        "sampled from its exact slice of the master scaffold, anchored by the crop's own image when a CLIP-ViT is "
+        "connected, and blended back by the dilated, feathered mask. Crops are sampled from the input and averaged by "
+        "their weights where they overlap; pixels outside every mask stay bit-identical."
     )
     CATEGORY = f"{CATEGORY}/Refine"
     RETURN_TYPES = ("IMAGE", "IMAGE", SHARD_PLAN)
     RETURN_NAMES = ("image", "crops", "shard_plan")
     OUTPUT_TOOLTIPS = ("The patched canvas (with shard_count > 1: this shard's refined crops, packed for "
-                       "DistributedCollector).", f"What was sampled: each refined crop at {PREVIEW_SIZE}×{PREVIEW_SIZE}.",
+                       "DistributedCollector).",
+                       f"What was sampled: each refined crop at {PREVIEW_SIZE}×{PREVIEW_SIZE}.",
                        "With shard_count > 1: the plan for Luna Shard Merge (connect the master's).")
     FUNCTION = "detail"
 
@@ -45,34 +48,52 @@ class LunaSAM3Detailer:
             "required": {
                 "image": ("IMAGE", {"tooltip": "The canvas (e.g. 4K) to repair."}),
                 "master_scaffold": (NOISE_SCAFFOLD, {"tooltip": "From LunaNoiseScaffold, made for this canvas size."}),
-                "detection_data": (DETECTION_DATA, {"tooltip": "Normalized detections (e.g. of the 1K draft): they apply to any canvas size."}),
-                "model": ("MODEL", {"tooltip": "The diffusion model (e.g. from CheckpointLoaderSimple), the one whose VAE made the scaffold's latent format."}),
-                "positive": ("CONDITIONING", {"tooltip": "The positive prompt (CLIPTextEncode); applied to every crop/tile."}),
+                "detection_data": (DETECTION_DATA, {"tooltip": (
+                    "Normalized detections (e.g. of the 1K draft): they apply to any canvas size.")}),
+                "model": ("MODEL", {"tooltip": ("The diffusion model (e.g. from CheckpointLoaderSimple), the one whose "
+                                                "VAE made the scaffold's latent format.")}),
+                "positive": ("CONDITIONING",
+                             {"tooltip": "The positive prompt (CLIPTextEncode); applied to every crop/tile."}),
                 "negative": ("CONDITIONING", {"tooltip": "The negative prompt (CLIPTextEncode)."}),
-                "vae": ("VAE", {"tooltip": "The VAE that encodes the crops/tiles and decodes the result (the checkpoint's own)."}),
+                "vae": ("VAE", {"tooltip": ("The VAE that encodes the crops/tiles and decodes the result (the "
+                                            "checkpoint's own).")}),
                 **sampler_inputs(denoise=0.45),
-                "crop_size": (list(CROP_SIZES), {"tooltip": "auto: 1024 px crops, 1536 px when the padded object is larger; fixed: always that size."}),
-                "context_padding": ("FLOAT", {"default": 1.5, "min": 1.0, "max": 4.0, "step": 0.05, "tooltip": "Crop side = the object's larger side × this, for context around it."}),
-                "mask_dilation": ("INT", {"default": 16, "min": -256, "max": 256, "tooltip": "Grow (or shrink, negative) the mask by this many canvas pixels."}),
-                "mask_feather": ("INT", {"default": 32, "min": 0, "max": 512, "tooltip": "Soft edge of the blend, in canvas pixels, outside the dilated mask: a smoothstep of the Euclidean distance, 1 at the dilated mask, 0 this far beyond it. This is the visible profile: the sampler repaints every latent cell the blend touches and the pixels enter with this weight. Near a crop edge that is not the canvas edge the blend also fades to 0 over max(feather, 8) px, so the crop square never shows."}),
+                "crop_size": (list(CROP_SIZES), {"tooltip": (
+                    "auto: 1024 px crops, 1536 px when the padded object is larger; fixed: always that size.")}),
+                "context_padding": ("FLOAT", {"default": 1.5, "min": 1.0, "max": 4.0, "step": 0.05, "tooltip": (
+                    "Crop side = the object's larger side × this, for context around it.")}),
+                "mask_dilation": ("INT", {"default": 16, "min": -256, "max": 256, "tooltip": (
+                    "Grow (or shrink, negative) the mask by this many canvas pixels.")}),
+                "mask_feather": ("INT", {"default": 32, "min": 0, "max": 512, "tooltip": (
+                    "Soft edge of the blend outside the dilated mask, in canvas pixels: 1 at the dilated mask, 0 this "
+                    "far beyond it (smoothstep). The visible profile.")}),
                 **vision_strength_input(),
                 **max_batch_input(),
-                "labels": ("STRING", {"default": "", "tooltip": "Refine only these labels, comma-separated (e.g. 'face'); empty refines all."}),
+                "labels": ("STRING", {"default": "", "tooltip": (
+                    "Refine only these labels, comma-separated (e.g. 'face'); empty refines all.")}),
             },
             "optional": {
-                "clip": ("CLIP", {"tooltip": "The checkpoint's CLIP: encodes label_prompts (as CLIPTextEncode does: embeddings and (word:1.2) weights work)."}),
-                "label_prompts": ("STRING", {"default": "", "multiline": True, "tooltip": "A prompt per detection label, one line each: `face: detailed face, sharp eyes`, `hand: a hand with five fingers`, `*: ...` for every other label. Labels without a line keep the positive prompt. Needs the clip input."}),
-                "label_prompt_mode": (list(PROMPT_MODES), {"default": "append", "tooltip": "append: the label's prompt after the positive prompt (ConditioningConcat); replace: the label's prompt instead of it."}),
+                "clip": ("CLIP", {"tooltip": ("The checkpoint's CLIP: encodes label_prompts (as CLIPTextEncode does: "
+                                              "embeddings and (word:1.2) weights work).")}),
+                "label_prompts": ("STRING", {"default": "", "multiline": True, "tooltip": (
+                    "A prompt per detection label, one line each: `face: detailed face`, `*: ...` for the rest; other "
+                    "labels keep the positive prompt. Needs clip.")}),
+                "label_prompt_mode": (list(PROMPT_MODES), {"default": "append", "tooltip": (
+                    "append: the label's prompt after the positive prompt (ConditioningConcat); replace: the label's "
+                    "prompt instead of it.")}),
                 **color_match_input(),
                 **anchoring_inputs(),
                 **shard_inputs("crops"),
+                "track_crops": (list(TRACK_CROPS), {"default": next(iter(TRACK_CROPS)), "tooltip": (
+                    "For detections with track ids (a clip): one square size per object, following it; frame by frame: "
+                    "each frame's crops on their own.")}),
             },
         }
 
     def detail(self, image, master_scaffold, detection_data, model, positive, negative, vae, steps, cfg, sampler_name,
                scheduler, denoise, crop_size, context_padding, mask_dilation, mask_feather, vision_strength, max_batch,
                labels, clip=None, label_prompts="", label_prompt_mode="append", color_match="off", anchoring="auto",
-               clip_vision=None, style_model=None, shard_index=0, shard_count=1):
+               clip_vision=None, style_model=None, shard_index=0, shard_count=1, track_crops="follow (smoothed)"):
         shard = Shard(shard_index, shard_count)
         detections = [d for d in detection_data.detections if wanted(labels)(d)]
         if not detections and shard.whole:
@@ -86,12 +107,18 @@ class LunaSAM3Detailer:
         check_scaffold_format(master_scaffold, model, vae)
         sampler = SamplerSettings(model, steps, cfg, sampler_name, scheduler, denoise, master_scaffold.seed)
         job = RefineJob(sampler=sampler, vae=vae, positive=positive, negative=negative, factor=master_scaffold.factor,
-                        max_batch=max_batch, anchor=resolve(anchoring, model, clip_vision, style_model, vision_strength),
+                        max_batch=max_batch,
+                        anchor=resolve(anchoring, model, clip_vision, style_model, vision_strength),
                         label_positive=label_positives(clip, label_prompts, positive, label_prompt_mode),
                         color_match=color_match == "low-frequency")
-        settings = CropSettings(CROP_SIZES[one_of("crop_size", crop_size, tuple(CROP_SIZES))], context_padding, MaskEdge(mask_dilation, mask_feather))
+        settings = CropSettings(CROP_SIZES[one_of("crop_size", crop_size, tuple(CROP_SIZES))], context_padding,
+                                MaskEdge(mask_dilation, mask_feather))
+        if one_of("track_crops", track_crops, tuple(TRACK_CROPS)) != FRAME_BY_FRAME and tracks(detections):
+            plan = track_plan(job, image, master_scaffold, detections, TrackSettings(settings, track_crops))
+        else:
+            plan = crop_plan(job, image, master_scaffold, detections, settings)
         previews = Previews()
-        out, split = run(crop_plan(job, image, master_scaffold, detections, settings), PARALLEL, shard, previews.keep)
+        out, split = run(plan, PARALLEL, shard, previews.keep)
         return out, previews.batch(), split
 
 
