@@ -67,6 +67,12 @@ def slice_noise(scaffold: torch.Tensor, boxes: Sequence[Box], factor: int) -> to
     return torch.stack([scaffold[0, :, ly:ly + lh, lx:lx + lw] for lx, ly, lw, lh in latent])
 
 
+def frame_seed(seed: int, frame: int) -> int:
+    """The seed of latent frame `frame` of a scaffold with a time axis: frame 0 is the scaffold's own seed, every other
+    frame an independent draw."""
+    return seed if frame == 0 else _mix(seed, 1 << 50, frame)
+
+
 def region_seed(seed: int, box: Box) -> int:
     """A seed of its own for the scaffold region under a pixel box, so its resample does not depend on batching."""
     return _mix(seed, *box)

@@ -7,10 +7,12 @@ from ..luna_types import DETECTION_DATA, NOISE_SCAFFOLD, SHARD_PLAN
 from ..pipeline.anchoring import resolve
 from ..pipeline.crops import CROP_SIZES, PREVIEW_SIZE, CropSettings, MaskEdge, Previews, crop_plan
 from ..pipeline.job import RefineJob
+from ..pipeline.clips import CLIPS
 from ..pipeline.parallel import PARALLEL
 from ..pipeline.prompts import PROMPT_MODES, label_positives
 from ..pipeline.latent_formats import check_scaffold_format
-from ..pipeline.sampling import SamplerSettings
+from ..pipeline.sampling import SamplerSettings, samples_clips
+from ..pipeline.strategy import Strategy
 from ..pipeline.shards import Shard, run
 from ..pipeline.tracks import FRAME_BY_FRAME, MOTIONS, TrackSettings, track_plan, tracks
 from ..validation import one_of
@@ -19,6 +21,19 @@ from .common import (CATEGORY, anchoring_inputs, color_match_input, max_batch_in
 
 
 TRACK_CROPS = (*MOTIONS, FRAME_BY_FRAME)
+
+
+CLIP_SAMPLING = ("auto", "frames (image model)", "one clip per track (video model)")
+
+
+def clip_strategy(mode: str, model, tracked: bool) -> Strategy:
+    """How the crops are sampled: frame by frame (parallel), or each track as one clip (a video model's)."""
+    clip = {"auto": samples_clips(model), "frames (image model)": False}.get(one_of("clip_sampling", mode, CLIP_SAMPLING),
+                                                                               True)
+    if clip and not samples_clips(model):
+        raise ValueError("clip_sampling 'one clip per track' needs a video model (5-D latents, e.g. Wan 2.1/2.2): "
+                         "connect one, or set clip_sampling to frames")
+    return CLIPS if clip and tracked else PARALLEL
 
 
 def wanted(labels: str):
@@ -87,13 +102,17 @@ class LunaSAM3Detailer:
                 "track_crops": (list(TRACK_CROPS), {"default": next(iter(TRACK_CROPS)), "tooltip": (
                     "For detections with track ids (a clip): one square size per object, following it; frame by frame: "
                     "each frame's crops on their own.")}),
+                "clip_sampling": (list(CLIP_SAMPLING), {"default": "auto", "tooltip": (
+                    "auto: a video model (Wan) samples each track as one clip, an image model each frame with the "
+                    "track's own noise.")}),
             },
         }
 
     def detail(self, image, master_scaffold, detection_data, model, positive, negative, vae, steps, cfg, sampler_name,
                scheduler, denoise, crop_size, context_padding, mask_dilation, mask_feather, vision_strength, max_batch,
                labels, clip=None, label_prompts="", label_prompt_mode="append", color_match="off", anchoring="auto",
-               clip_vision=None, style_model=None, shard_index=0, shard_count=1, track_crops="follow (smoothed)"):
+               clip_vision=None, style_model=None, shard_index=0, shard_count=1, track_crops="follow (smoothed)",
+               clip_sampling="auto"):
         shard = Shard(shard_index, shard_count)
         detections = [d for d in detection_data.detections if wanted(labels)(d)]
         if not detections and shard.whole:
@@ -113,12 +132,13 @@ class LunaSAM3Detailer:
                         color_match=color_match == "low-frequency")
         settings = CropSettings(CROP_SIZES[one_of("crop_size", crop_size, tuple(CROP_SIZES))], context_padding,
                                 MaskEdge(mask_dilation, mask_feather))
-        if one_of("track_crops", track_crops, tuple(TRACK_CROPS)) != FRAME_BY_FRAME and tracks(detections):
+        tracked = one_of("track_crops", track_crops, tuple(TRACK_CROPS)) != FRAME_BY_FRAME and bool(tracks(detections))
+        if tracked:
             plan = track_plan(job, image, master_scaffold, detections, TrackSettings(settings, track_crops))
         else:
             plan = crop_plan(job, image, master_scaffold, detections, settings)
         previews = Previews()
-        out, split = run(plan, PARALLEL, shard, previews.keep)
+        out, split = run(plan, clip_strategy(clip_sampling, model, tracked), shard, previews.keep)
         return out, previews.batch(), split
 
 

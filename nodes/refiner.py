@@ -8,7 +8,7 @@ from ..pipeline.job import RefineJob
 from ..pipeline.latent_formats import check_scaffold_format
 from ..pipeline.sampling import SamplerSettings
 from ..pipeline.shards import Shard, run
-from ..pipeline.strategies import STRATEGIES, strategy_named
+from ..pipeline.strategies import offered, strategy_named
 from ..pipeline.tiles import TileSettings, tile_plan
 from .common import (CATEGORY, anchoring_inputs, color_match_input, max_batch_input, sampler_inputs, shard_inputs,
                      vision_strength_input)
@@ -19,10 +19,8 @@ DEFAULT_TILING = "parallel"
 class LunaGlobalRefiner:
     DESCRIPTION = (
         "Polishes the whole canvas in overlapping tiles of 1024/1536 px, each sampled from its exact 1:1 slice of the "
-        "master scaffold, batched, each anchored by its own image when a style model or CLIP-ViT is connected "
-        "(anchoring auto: the style model, else ReVision, else raw tokens). The tiling input chooses how tiles agree: "
-        "parallel (default: every tile from the input canvas, blended by smoothstep ramps across each whole overlap), "
-        "fused (one canvas latent, every step averaged over the tiles) or chess (the spec's phases)."
+        "master scaffold, batched, each anchored by its own image when a CLIP-ViT is connected. The tiling input "
+        "chooses how tiles agree: parallel (default), fused or chess."
     )
     CATEGORY = f"{CATEGORY}/Refine"
     RETURN_TYPES = ("IMAGE", SHARD_PLAN)
@@ -38,22 +36,33 @@ class LunaGlobalRefiner:
             "required": {
                 "image": ("IMAGE", {"tooltip": "The canvas (e.g. 4K, patched by the detailer or not)."}),
                 "master_scaffold": (NOISE_SCAFFOLD, {"tooltip": "From LunaNoiseScaffold, made for this canvas size."}),
-                "model": ("MODEL", {"tooltip": "The diffusion model (e.g. from CheckpointLoaderSimple), the one whose VAE made the scaffold's latent format."}),
-                "positive": ("CONDITIONING", {"tooltip": "The positive prompt (CLIPTextEncode); applied to every tile."}),
+                "model": ("MODEL", {"tooltip": ("The diffusion model (e.g. from CheckpointLoaderSimple), the one whose "
+                                                "VAE made the scaffold's latent format.")}),
+                "positive": ("CONDITIONING",
+                             {"tooltip": "The positive prompt (CLIPTextEncode); applied to every tile."}),
                 "negative": ("CONDITIONING", {"tooltip": "The negative prompt (CLIPTextEncode)."}),
-                "vae": ("VAE", {"tooltip": "The VAE that encodes the tiles and decodes the result (the checkpoint's own)."}),
-                "tile_size": ("INT", {"default": 1024, "min": 64, "max": 4096, "step": 64, "tooltip": "Tile side in pixels: 1024 (SD1.5/SDXL native) or 1536; with tile_fit 'fit' tiles are sized near it to fit the canvas."}),
-                "overlap": ("INT", {"default": 128, "min": 0, "max": 1024, "step": 8, "tooltip": "Least overlap of neighbouring tiles in pixels; the tiles are blended by smoothstep ramps across each whole overlap."}),
+                "vae": ("VAE", {"tooltip": ("The VAE that encodes the tiles and decodes the result (the checkpoint's "
+                                            "own).")}),
+                "tile_size": ("INT", {"default": 1024, "min": 64, "max": 4096, "step": 64, "tooltip": (
+                    "Tile side in pixels: 1024 (SD1.5/SDXL native) or 1536; with tile_fit 'fit' tiles are sized near "
+                    "it to fit the canvas.")}),
+                "overlap": ("INT", {"default": 128, "min": 0, "max": 1024, "step": 8, "tooltip": (
+                    "Least overlap of neighbouring tiles in pixels; the tiles are blended by smoothstep ramps across "
+                    "each whole overlap.")}),
                 **sampler_inputs(denoise=0.3),
                 **vision_strength_input(),
                 **max_batch_input(),
             },
             "optional": {
-                "tile_fit": (list(TILE_FITS), {"default": "fit", "tooltip": f"fit: per axis the fewest tiles, each resized to the canvas within {FIT_BAND[0]:g}-{FIT_BAND[1]:g}x tile_size (on the latent grid, rectangular if need be), so overlaps stay near `overlap` and the least area is sampled (4096² at 1024/128: 16 tiles of 1120², 20.1 MP, instead of 25 of 1024², 26.2 MP). exact: every tile tile_size, overlaps grow to fill the canvas. Every tile still samples its exact 1:1 scaffold slice."}),
-                "tiling": (list(STRATEGIES), {"default": DEFAULT_TILING, "tooltip": "How the tiles agree. " + " ".join(f"{s.name}: {s.description}." for s in STRATEGIES.values()) + " parallel won the fidelity table (BENCHMARKS.md)."}),
+                "tile_fit": (list(TILE_FITS), {"default": "fit", "tooltip": (
+                    f"fit: per axis the fewest tiles, each {FIT_BAND[0]:g}-{FIT_BAND[1]:g}x tile_size, so overlaps "
+                    "stay near `overlap`. exact: every tile tile_size, overlaps grow.")}),
+                "tiling": (list(offered("refiner")), {"default": DEFAULT_TILING, "tooltip": (
+                    f"How the tiles agree ({DEFAULT_TILING} by default; more in the node's help). "
+                    + " ".join(f"{s.name}: {s.description}." for s in offered("refiner").values()))}),
                 **color_match_input(),
                 **anchoring_inputs(),
-                **shard_inputs("tiles"),
+                **shard_inputs("tiles", needs=" (parallel tiling only)"),
             },
         }
 
@@ -64,7 +73,8 @@ class LunaGlobalRefiner:
         check_scaffold_format(master_scaffold, model, vae)
         sampler = SamplerSettings(model, steps, cfg, sampler_name, scheduler, denoise, master_scaffold.seed)
         job = RefineJob(sampler=sampler, vae=vae, positive=positive, negative=negative, factor=master_scaffold.factor,
-                        max_batch=max_batch, anchor=resolve(anchoring, model, clip_vision, style_model, vision_strength),
+                        max_batch=max_batch,
+                        anchor=resolve(anchoring, model, clip_vision, style_model, vision_strength),
                         color_match=color_match == "low-frequency")
         strategy = strategy_named(tiling)
         return run(tile_plan(job, image, master_scaffold, TileSettings(tile_size, overlap, tile_fit)), strategy, shard)

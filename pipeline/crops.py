@@ -103,7 +103,7 @@ def crop_plan(job: RefineJob, image: torch.Tensor, scaffold: NoiseScaffold, dete
     """The detailer's plan for `image` [B, H, W, 3]: a crop per detection, all cut from the input."""
     height, width = image.shape[1:3]
     regions = crop_regions(detections, width, height, settings, scaffold.factor, scaffold.seed, job.patch)
-    return RegionPlan(source="detailer", job=job, canvas=pad_to_grid(image, scaffold.factor),
+    return RegionPlan(source="detailer", job=job, canvas=pad_to_grid(image, scaffold.factor), scaffold=scaffold,
                       noise=canvas_noise(scaffold, height, width), regions=tuple(regions), width=width, height=height,
                       settings=settings)
 

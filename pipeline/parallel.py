@@ -44,4 +44,4 @@ def sample_regions(plan: RegionPlan, members: Sequence[int], on_result: Callable
 INDEPENDENT = Independent(sample=sample_regions, compositor=Compositor)
 PARALLEL = Strategy(
     "parallel", "every tile sampled from the input canvas and its scaffold slice, then blended with the tile weights",
-    independent_run(INDEPENDENT), independent=INDEPENDENT)
+    independent_run(INDEPENDENT), independent=INDEPENDENT, sources=("refiner", "detailer"))

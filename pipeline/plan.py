@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from ..kernels.planning import Tile
+from ..luna_types import NoiseScaffold
 from .fingerprint import LOCAL
 from .job import RefineJob
 from .regions import Region
@@ -18,12 +19,14 @@ class RegionPlan:
     """The regions of one run on a canvas of width x height px.
 
     source: who planned it ("refiner", "detailer"); settings: the source's own settings (a dataclass); canvas:
-    [B, H, W, 3] padded to the latent grid; noise: its scaffold, [1, C, H/f, W/f]; tiles: the tile grid of one image
-    when the source is a tiler (each tile region names its grid index), empty for crops."""
+    [B, H, W, 3] padded to the latent grid; scaffold: the master scaffold; noise: it under the padded canvas,
+    [1, C, H/f, W/f]; tiles: the tile grid of one image when the source is a tiler (each tile region names its grid
+    index), empty for crops."""
 
     source: str
     job: RefineJob
     canvas: torch.Tensor = field(metadata=LOCAL)
+    scaffold: NoiseScaffold
     noise: torch.Tensor = field(metadata=LOCAL)
     regions: tuple[Region, ...]
     width: int

@@ -46,10 +46,25 @@ def model_patch(model: Any) -> int:
     return side if isinstance(side, int) and side >= 1 else 1
 
 
+IMAGE_MODELS_OF_VIDEO_LATENTS = frozenset({"QwenImage", "HunyuanImage21"})
+"""Image models whose latents carry a time axis of one frame (a video VAE's layout): not video models."""
+
+
+def samples_clips(model: Any) -> bool:
+    """Whether a ComfyUI MODEL is a video model: its latents are [B, C, T, h, w] and it is not an image model that
+    only borrows that layout."""
+    if model.get_model_object("latent_format").latent_dimensions != 3:
+        return False
+    return not any(c.__name__ in IMAGE_MODELS_OF_VIDEO_LATENTS for c in type(model.model).__mro__)
+
+
 def check_latents(model: Any, noise: torch.Tensor, latent: torch.Tensor) -> None:
-    """Refuse a start noise and latent that are not the same [B, C, h, w] with the model's latent channels."""
-    if noise.shape != latent.shape or latent.ndim != 4:
-        raise ValueError(f"noise {tuple(noise.shape)} and latent {tuple(latent.shape)} must be the same [B, C, h, w]")
+    """Refuse a start noise and latent that are not the same [B, C, h, w] (or clips [B, C, T, h, w] for a model of
+    video latents) with the model's latent channels."""
+    clips = latent.ndim == 5 and model.get_model_object("latent_format").latent_dimensions == 3
+    if noise.shape != latent.shape or not (latent.ndim == 4 or clips):
+        raise ValueError(f"noise {tuple(noise.shape)} and latent {tuple(latent.shape)} must be the same [B, C, h, w] "
+                         "(or [B, C, T, h, w] clips for a video model)")
     channels = model.get_model_object("latent_format").latent_channels
     if latent.shape[1] != channels:
         raise ValueError(f"the latent has {latent.shape[1]} channels but the model expects {channels}: use the VAE of this model")
@@ -77,7 +92,8 @@ def from_model(latent: torch.Tensor) -> torch.Tensor:
 
 def sample(settings: SamplerSettings, noise: torch.Tensor, latent: torch.Tensor, positive: Conditioning, negative: Conditioning,
            step_noise: RegionNoise, noise_mask: torch.Tensor | None = None, callback: Callable | None = None) -> torch.Tensor:
-    """One ComfyUI sampler call on a batch: raw latent [B, C, h, w] from start noise [B, C, h, w], used as is."""
+    """One ComfyUI sampler call on a batch: raw latent [B, C, h, w] from start noise [B, C, h, w], used as is; clips
+    [B, C, T, h, w] of a video model go to it as they are."""
     import comfy.sample
     import comfy.utils
 
@@ -85,10 +101,13 @@ def sample(settings: SamplerSettings, noise: torch.Tensor, latent: torch.Tensor,
     check_latents(model, noise, latent)
     check_conditioning(positive, latent.shape[0], "positive")
     check_conditioning(negative, latent.shape[0], "negative")
+    clips = latent.ndim == 5
+    layout = (lambda x: x) if clips else (lambda x: to_model(model, x))
     with torch.no_grad():
-        return from_model(comfy.sample.sample_custom(
-            model, to_model(model, noise), settings.cfg, region_sampler(settings.sampler_name, step_noise),
-            settings.sigmas(), positive, negative, to_model(model, latent),
-            noise_mask=None if noise_mask is None else to_model(model, noise_mask), callback=callback,
+        samples = comfy.sample.sample_custom(
+            model, layout(noise), settings.cfg, region_sampler(settings.sampler_name, step_noise),
+            settings.sigmas(), positive, negative, layout(latent),
+            noise_mask=None if noise_mask is None else layout(noise_mask), callback=callback,
             disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=settings.seed,
-        ))
+        )
+    return samples if clips else from_model(samples)

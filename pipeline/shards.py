@@ -22,7 +22,7 @@ from ..validation import one_of
 from .fingerprint import fingerprint
 from .plan import RegionPlan
 from .regions import Region
-from .strategies import STRATEGIES
+from .strategies import offered
 from .strategy import Keep, Strategy
 
 MISSING = {
@@ -53,22 +53,25 @@ class Shard:
         return self.count == 1
 
 
-def owners(regions: Sequence[Region], count: int) -> list[int]:
-    """The shard of each region: regions by sampled area, largest first, each to the shard with the least area so far
-    (ties: the lower shard; equal areas: the earlier region)."""
+def owners(regions: Sequence[Region], count: int, units: Sequence[Sequence[int]] | None = None) -> list[int]:
+    """The shard of each region: units of regions sampled together (default: each region alone) by sampled area,
+    largest first, each to the shard with the least area so far (ties: the lower shard; equal areas: the earlier)."""
+    units = [[i] for i in range(len(regions))] if units is None else [list(u) for u in units]
+    area = [sum(regions[i].sampled_area for i in unit) for unit in units]
     load = [0] * count
     out = [0] * len(regions)
-    for i in sorted(range(len(regions)), key=lambda i: (-regions[i].sampled_area, i)):
+    for u in sorted(range(len(units)), key=lambda u: (-area[u], min(units[u]))):
         shard = min(range(count), key=lambda s: (load[s], s))
-        out[i] = shard
-        load[shard] += regions[i].sampled_area
+        for i in units[u]:
+            out[i] = shard
+        load[shard] += area[u]
     return out
 
 
-def refuse_unless_shardable(strategy: Strategy, count: int) -> None:
+def refuse_unless_shardable(strategy: Strategy, count: int, source: str) -> None:
     """Only strategies that sample every region from the input canvas can be split over machines."""
     if count > 1 and not strategy.shardable:
-        able = " or ".join(name for name, s in STRATEGIES.items() if s.shardable)
+        able = " or ".join(name for name, s in offered(source).items() if s.shardable)
         raise ValueError(f"tiling {strategy.name!r} needs the whole canvas at every step (or phase), so it cannot be "
                          f"split over {count} shards: use tiling: {able} with shard_count > 1, or shard_count 1")
 
@@ -107,8 +110,10 @@ class ShardPlan:
 def shard_plan(plan: RegionPlan, strategy: Strategy, count: int) -> ShardPlan:
     """The plan split into `count` shards; its fingerprint is every field of the plan (job and settings included) but
     what is each machine's own (pipeline.fingerprint)."""
-    refuse_unless_shardable(strategy, count)
-    return ShardPlan(plan, strategy, tuple(owners(plan.regions, count)), count,
+    refuse_unless_shardable(strategy, count, plan.source)
+    parts = strategy.independent
+    units = parts.units(plan, range(len(plan.regions))) if parts.units else None
+    return ShardPlan(plan, strategy, tuple(owners(plan.regions, count, units)), count,
                      fingerprint(plan, strategy.name, count))
 
 

@@ -26,7 +26,8 @@ NoiseSampler = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 @dataclass(frozen=True)
 class NoiseSite:
-    """Where a region's noise comes from: latent `box` (x, y, w, h) of the canvas field, sampled at `size` (h, w) cells.
+    """Where a region's noise comes from: latent `box` (x, y, w, h) of the canvas field, sampled at `size` (h, w) cells,
+    over `frames` latent frames (a clip of a video model: frame t draws from the field's stream of its own).
 
     size == the box's (h, w): the field itself (1:1); otherwise the region draws its own, from `own_seed`.
     """
@@ -34,6 +35,7 @@ class NoiseSite:
     box: Box
     size: tuple[int, int]
     own_seed: int = 0
+    frames: int = 1
 
     @property
     def one_to_one(self) -> bool:
@@ -45,12 +47,18 @@ class RegionNoise:
     every device); the samplers below hand it over on their `x`'s device and dtype."""
 
     def __init__(self, seed: int, sites: Sequence[NoiseSite], channels: int):
-        if len({s.size for s in sites}) != 1:
+        if len({(s.size, s.frames) for s in sites}) != 1:
             raise ValueError(f"one batch of regions has one sampled size, got {sorted({s.size for s in sites})}")
         self.seed, self.sites, self.channels = seed, list(sites), channels
+        self.frames = self.sites[0].frames
 
     def draw(self, stream: int) -> torch.Tensor:
-        """Stream `stream` of every region, stacked."""
+        """Stream `stream` of every region, stacked: [N, C, h, w], or [N, C, T, h, w] for clips."""
+        if self.frames == 1:
+            return self._draw(stream)
+        return torch.stack([self._draw(frame_stream(stream, t)) for t in range(self.frames)], dim=2)
+
+    def _draw(self, stream: int) -> torch.Tensor:
         shared = [i for i, s in enumerate(self.sites) if s.one_to_one]
         out = [None] * len(self.sites)
         if shared:
@@ -79,26 +87,37 @@ class RegionNoise:
                 trees[key] = BrownianTreeNoiseSampler(torch.zeros(shape), low, high, seed=seed, cpu=True)
             return trees[key]
 
-        def sample(sigma: torch.Tensor, sigma_next: torch.Tensor) -> torch.Tensor:
-            sigma, sigma_next = sigma.cpu(), sigma_next.cpu()
+        def frame(sigma: torch.Tensor, sigma_next: torch.Tensor, t: int) -> torch.Tensor:
+            stream = frame_stream(BROWNIAN_STREAM, t)
             out = []
             for site in self.sites:
                 if not site.one_to_one:
-                    own = tree(("own", site.own_seed), (1, self.channels, *site.size), _mix(site.own_seed, BROWNIAN_STREAM))
+                    own = tree(("own", site.own_seed, t), (1, self.channels, *site.size), _mix(site.own_seed, stream))
                     out.append(own(sigma, sigma_next)[0])
                     continue
                 x, y, w, h = site.box
                 rows = range(y // FIELD_BLOCK, -(-(y + h) // FIELD_BLOCK))
                 cols = range(x // FIELD_BLOCK, -(-(x + w) // FIELD_BLOCK))
                 grid = torch.cat([torch.cat([
-                    tree(("field", r, c), (1, self.channels, FIELD_BLOCK, FIELD_BLOCK),
-                         _mix(self.seed, BROWNIAN_STREAM, r, c))(sigma, sigma_next)[0]
+                    tree(("field", r, c, t), (1, self.channels, FIELD_BLOCK, FIELD_BLOCK),
+                         _mix(self.seed, stream, r, c))(sigma, sigma_next)[0]
                     for c in cols], dim=2) for r in rows], dim=1)
                 oy, ox = y - rows[0] * FIELD_BLOCK, x - cols[0] * FIELD_BLOCK
                 out.append(grid[:, oy:oy + h, ox:ox + w])
             return torch.stack(out)
 
+        def sample(sigma: torch.Tensor, sigma_next: torch.Tensor) -> torch.Tensor:
+            sigma, sigma_next = sigma.cpu(), sigma_next.cpu()
+            if self.frames == 1:
+                return frame(sigma, sigma_next, 0)
+            return torch.stack([frame(sigma, sigma_next, t) for t in range(self.frames)], dim=2)
+
         return sample
+
+
+def frame_stream(stream: int, frame: int) -> int:
+    """The stream of latent frame `frame` of a clip: frame 0 the stream itself, so a one-frame clip is an image."""
+    return stream if frame == 0 else _mix(stream, frame)
 
 
 def _calls_brownian(function: Callable, depth: int = 3) -> bool:

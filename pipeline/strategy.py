@@ -28,10 +28,12 @@ class Independent:
     the results composited in any order, which is what a shard needs.
 
     sample(plan, members, on_result): the regions `members`, on_result(i, pixels) as each is done;
-    compositor(plan): an empty Compositing of the padded canvas (not modified)."""
+    compositor(plan): an empty Compositing of the padded canvas (not modified); units(plan, members): the groups of
+    regions that are sampled together (a shard takes whole units), None for every region alone."""
 
     sample: Callable[[RegionPlan, Sequence[int], Keep], None]
     compositor: Callable[[RegionPlan], Compositing]
+    units: Callable[[RegionPlan, Sequence[int]], list[list[int]]] | None = None
 
     def composite(self, plan: RegionPlan, results: Mapping[int, torch.Tensor]) -> torch.Tensor:
         """The padded canvas with `results` {i: pixels} in it, in region order, as a new tensor."""
@@ -47,13 +49,15 @@ class Strategy:
 
     independent: how to sample and composite parts of the plan, for a strategy that never needs the whole canvas;
     None when it does (every step or phase sees the canvas), so it cannot be split over shards. tile_phases: the
-    order it samples a tile grid in, for the preview (None: all at once)."""
+    order it samples a tile grid in, for the preview (None: all at once). sources: the region sources whose plans it
+    takes ("refiner": offered as the refiner's tiling)."""
 
     name: str
     description: str
     run: Callable[[RegionPlan, Keep | None], torch.Tensor]
     independent: Independent | None = None
     tile_phases: Callable[[Sequence[Tile]], list[list[int]]] | None = None
+    sources: tuple[str, ...] = ("refiner",)
 
     @property
     def shardable(self) -> bool:

@@ -54,6 +54,6 @@ def tile_plan(job: RefineJob, image: torch.Tensor, scaffold: NoiseScaffold, sett
     tiles = canvas_tiles(width, height, settings.tile_size, settings.overlap, scaffold.factor, settings.fit, job.patch)
     regions = tuple(Region(b, layer.rect, layer.rect[2:], layer.weight, tile=t) for b in range(image.shape[0])
                     for t, layer in enumerate(tile_layers(tiles)))
-    return RegionPlan(source="refiner", job=job, canvas=pad_to_grid(image, scaffold.factor),
+    return RegionPlan(source="refiner", job=job, canvas=pad_to_grid(image, scaffold.factor), scaffold=scaffold,
                       noise=canvas_noise(scaffold, height, width), regions=regions, width=width, height=height,
                       settings=settings, tiles=tuple(tiles))

@@ -96,7 +96,7 @@ def track_regions(detections: Sequence[Detection], width: int, height: int, sett
             sample = (crop.sample_size, crop.sample_size)
             regions.append(Region(d.image_index, (crop.x, crop.y, crop.size, crop.size), sample, weight, weight,
                                   support_mask(weight, sample, factor), d.label, region_seed(seed, home),
-                                  noise_rect=home))
+                                  noise_rect=home, clip=d.track_id))
     untracked = [d for d in detections if d.track_id is None]
     return regions + crop_regions(untracked, width, height, settings.crops, factor, seed, patch)
 
@@ -106,6 +106,6 @@ def track_plan(job: RefineJob, image: torch.Tensor, scaffold: NoiseScaffold, det
     """The detailer's plan for a clip `image` [frames, H, W, 3] whose detections carry track ids."""
     height, width = image.shape[1:3]
     regions = track_regions(detections, width, height, settings, scaffold.factor, scaffold.seed, job.patch)
-    return RegionPlan(source="detailer", job=job, canvas=pad_to_grid(image, scaffold.factor),
+    return RegionPlan(source="detailer", job=job, canvas=pad_to_grid(image, scaffold.factor), scaffold=scaffold,
                       noise=canvas_noise(scaffold, height, width), regions=tuple(regions), width=width, height=height,
                       settings=settings)

@@ -100,3 +100,36 @@ def decode_canvas(vae: Any, latent: torch.Tensor) -> torch.Tensor:
     if _fits(vae, vae.memory_used_decode(_vae_latent(vae, latent).shape, vae.vae_dtype)):
         return decode(vae, latent)
     return _pixels(_tiled(vae.decode_tiled, _vae_latent(vae, latent)))
+
+
+def temporal_compression(vae: Any) -> int:
+    """Frames per latent frame of a video VAE (after the first: 1 + k * c frames make 1 + k latent frames), 1 otherwise."""
+    compression = vae.temporal_compression_decode() if hasattr(vae, "temporal_compression_decode") else None
+    return int(compression) if compression else 1
+
+
+def clip_length(vae: Any, frames: int) -> int:
+    """The frame count the VAE takes whole for a clip of `frames`: 1 + k * compression, the least not below it."""
+    c = temporal_compression(vae)
+    return 1 + -(-(frames - 1) // c) * c
+
+
+def encode_clip(vae: Any, pixels: torch.Tensor) -> torch.Tensor:
+    """One clip [T, H, W, 3] in 0..1 (T a length the VAE takes whole, clip_length) -> raw latent [1, C, T', H/f, W/f]."""
+    check_pixels(vae, pixels)
+    if not _frames_are_batch(vae):
+        raise ValueError("the VAE is not a video VAE (its latents have no time axis): connect the video model's own VAE "
+                         "(e.g. Wan's), or sample the clip frame by frame with an image model")
+    if pixels.shape[0] != clip_length(vae, pixels.shape[0]):
+        raise ValueError(f"a clip of {pixels.shape[0]} frames is not 1 + k * {temporal_compression(vae)}: pad it "
+                         "(pipeline.vae.clip_length)")
+    with torch.no_grad():
+        return vae.encode(pixels[..., :3])
+
+
+def decode_clip(vae: Any, latent: torch.Tensor) -> torch.Tensor:
+    """A clip latent [1, C, T', h, w] -> its frames [T, h*f, w*f, 3] in 0..1."""
+    if latent.ndim != 5 or latent.shape[0] != 1:
+        raise ValueError(f"a clip latent must be [1, C, T, h, w], got {tuple(latent.shape)}")
+    with torch.no_grad():
+        return _pixels(vae.decode(latent))

@@ -20,7 +20,9 @@ from luna_semantic_detailer.nodes.common import sampler_inputs
 from luna_semantic_detailer.nodes.refiner import DEFAULT_TILING
 from luna_semantic_detailer.pipeline.canvas import canvas_noise
 from luna_semantic_detailer.pipeline.crops import CropSettings, MaskEdge, canonical, crop_regions
-from luna_semantic_detailer.pipeline.strategies import STRATEGIES as TILINGS
+from luna_semantic_detailer.pipeline.strategies import offered
+
+TILINGS = offered("refiner")
 from luna_semantic_detailer.pipeline.tiles import canvas_tiles
 
 WIDTH, HEIGHT, TILE, OVERLAP = 2048, 1536, 1024, 128

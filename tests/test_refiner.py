@@ -8,7 +8,9 @@ from fixtures.fidelity import block_vae, exact_model
 from pipeline_helpers import encode_prompt, models, sampler_spy, scaffold_for, smooth_canvas
 from luna_semantic_detailer.kernels.planning import chess_phases
 from luna_semantic_detailer.nodes.refiner import DEFAULT_TILING, LunaGlobalRefiner
-from luna_semantic_detailer.pipeline.strategies import STRATEGIES as TILINGS
+from luna_semantic_detailer.pipeline.strategies import offered
+
+TILINGS = offered("refiner")
 from luna_semantic_detailer.pipeline.tiles import canvas_tiles
 
 SETTINGS = dict(steps=3, cfg=3.0, sampler_name="euler", scheduler="normal", vision_strength=0.0)

@@ -1,0 +1,97 @@
+"""The clip strategy: each track sampled as one clip by a video model (5-D latents), so the model keeps it consistent.
+
+A track's regions (one per frame it is in, pipeline.tracks) are cut from their frames, each at its own square and
+resized to the track's one sampled size, stacked in time, padded with the last frame to a length the VAE takes whole
+(1 + k * its temporal compression; the padding is dropped after decoding, and logged), encoded once, sampled in one
+call from the scaffold's time axis (latent frame 0 the track's home slice, every later one an independent frame of
+the scaffold under the same square) with per-step noise per latent frame, decoded, and each frame composited with its
+own weight, as the parallel strategy composites. A region without a track is a clip of one frame.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+
+import torch
+
+from ..kernels.color import match_low_frequencies
+from ..kernels.noise import slice_noise
+from ..kernels.resample import downscale_noise
+from . import vae as vae_calls
+from .canvas import canvas_noise_frame
+from .parallel import Compositor
+from .plan import RegionPlan
+from .region_sampling import COLOR_SIGMA, RegionRun, crop, resize
+from .regions import Region
+from .sampling import sample
+from .step_noise import NoiseSite, RegionNoise
+from .strategy import Independent, Strategy, independent_run
+
+
+def clips(plan: RegionPlan, members: Sequence[int]) -> list[list[int]]:
+    """`members` as clips: the regions of one track (frames in order), every untracked region alone."""
+    groups: dict[object, list[int]] = {}
+    for i in members:
+        r = plan.regions[i]
+        groups.setdefault(("track", r.clip) if r.clip is not None else ("alone", i), []).append(i)
+    return [sorted(group, key=lambda i: plan.regions[i].image) for group in groups.values()]
+
+
+def clip_noise(plan: RegionPlan, region: Region, frames: int) -> torch.Tensor:
+    """The start noise of a clip [1, C, T', h_s/f, w_s/f]: under the track's home square, latent frame t from frame t
+    of the scaffold's time axis (downscaled, variance-preserving, when the crop is resampled)."""
+    f = plan.job.factor
+    out = []
+    for t in range(frames):
+        field = canvas_noise_frame(plan.scaffold, plan.height, plan.width, t)
+        piece = slice_noise(field, [region.noise_home], f)
+        out.append(piece if region.one_to_one else downscale_noise(piece, region.cells(f)[1], seed=[region.own_seed + t]))
+    return torch.stack(out, dim=2)
+
+
+def sample_clip(plan: RegionPlan, run: RegionRun, clip: Sequence[int]) -> list[torch.Tensor]:
+    """Refined pixels [h, w, 3] of each region of one clip (its frames in order), at its rect's size."""
+    job, regions = plan.job, [plan.regions[i] for i in clip]
+    pixels = crop(plan.canvas, regions)
+    length = vae_calls.clip_length(job.vae, len(regions))
+    if length != len(regions):
+        logging.info("[Luna] a clip of %d frames is padded with its last frame to %d, the length the VAE takes whole; "
+                     "the padding is dropped after decoding", len(regions), length)
+        pixels = torch.cat([pixels, pixels[-1:].expand(length - len(regions), -1, -1, -1)])
+    latent = vae_calls.encode_clip(job.vae, pixels)
+    first = regions[0]
+    start = clip_noise(plan, first, latent.shape[2])
+    if latent.shape[1:] != start.shape[1:]:
+        raise ValueError(f"The VAE's clip latent is {list(latent.shape[1:])} but the scaffold's noise is "
+                         f"{list(start.shape[1:])}: make the scaffold with the same VAE (LunaNoiseScaffold's vae input).")
+    f = job.factor
+    home = tuple(v // f for v in first.noise_home)
+    step_noise = RegionNoise(job.sampler.seed, [NoiseSite(home, first.cells(f)[1], first.own_seed, latent.shape[2])],
+                             latent.shape[1])
+    masks = [r.noise_mask for r in regions]
+    noise_mask = None if masks[0] is None else torch.stack(masks).amax(dim=0)[None, None, None].expand_as(latent[:, :1])
+    positive, negative = run.conditioning(clip[:1])
+    if any("control" in options for _, options in positive + negative):
+        raise ValueError("a ControlNet cannot follow a track's moving crop through one clip: set clip_sampling to "
+                         "frames (each frame sampled with its own ControlNet cut), or disconnect the ControlNet")
+    samples = sample(job.sampler, start.to(latent), latent, positive, negative, step_noise, noise_mask=noise_mask,
+                     callback=run.progress.callback(len(regions)))
+    refined = vae_calls.decode_clip(job.vae, samples)[:len(regions)].to(plan.canvas)
+    if job.color_match:
+        refined = match_low_frequencies(refined, pixels[:len(regions)], min(refined.shape[1:3]) / COLOR_SIGMA)
+    run.progress.advance(job.sampler.steps, len(regions))
+    return [x if r.one_to_one else resize(x[None], (r.rect[2], r.rect[3]))[0].clamp_(0, 1)
+            for r, x in zip(regions, refined)]
+
+
+def sample_clips(plan: RegionPlan, members: Sequence[int], on_result: Callable[[int, torch.Tensor], None]) -> None:
+    """Every clip among the regions `members`, one sampler call each; on_result(i, pixels [h, w, 3]) per frame."""
+    with RegionRun(plan, members) as run:
+        for clip in clips(plan, members):
+            for i, pixels in zip(clip, sample_clip(plan, run, clip)):
+                on_result(i, pixels)
+
+
+INDEPENDENT = Independent(sample=sample_clips, compositor=Compositor, units=clips)
+CLIPS = Strategy("clips", "each track sampled as one clip by a video model, every frame blended with its own mask",
+                 independent_run(INDEPENDENT), independent=INDEPENDENT, sources=("detailer",))
