@@ -17,7 +17,8 @@ for _name in NODE_MODULES:
         if (exc.name or "").startswith(__name__.rpartition(".")[0]):
             raise
         IMPORT_ERRORS[_name] = str(exc)
-        logging.error("[Luna] nodes.%s not loaded: %s (pip install -r requirements.txt in ComfyUI's Python)", _name, exc)
+        logging.error("[Luna] nodes.%s not loaded: %s (pip install -r requirements.txt in ComfyUI's Python)",
+                      _name, exc)
         continue
     NODE_CLASS_MAPPINGS.update(_module.NODE_CLASS_MAPPINGS)
     NODE_DISPLAY_NAME_MAPPINGS.update(getattr(_module, "NODE_DISPLAY_NAME_MAPPINGS", {}))

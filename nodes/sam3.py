@@ -35,9 +35,12 @@ class LunaSAM3Loader:
         names = models_folder.list_checkpoints() or [models_folder.PLACEHOLDER]
         return {
             "required": {
-                "checkpoint": (names, {"tooltip": "A file in models/sam3: facebook/sam3 model.safetensors or Meta's sam3.pt, as downloaded."}),
-                "device": (list(DEVICES), {"default": "auto", "tooltip": "auto: ComfyUI's device (the GPU when there is one); cpu: always the CPU."}),
-                "precision": (list(PRECISIONS), {"default": "auto", "tooltip": "auto: bf16 (or fp16) on CUDA, fp32 on the CPU."}),
+                "checkpoint": (names, {"tooltip": (
+                    "A file in models/sam3: facebook/sam3 model.safetensors or Meta's sam3.pt, as downloaded.")}),
+                "device": (list(DEVICES), {"default": "auto", "tooltip": (
+                    "auto: ComfyUI's device (the GPU when there is one); cpu: always the CPU.")}),
+                "precision": (list(PRECISIONS), {"default": "auto", "tooltip": (
+                    "auto: bf16 (or fp16) on CUDA, fp32 on the CPU.")}),
             }
         }
 
@@ -67,11 +70,17 @@ class LunaSAM3Detector:
             "required": {
                 "sam3": (SAM3_MODEL, {"tooltip": "From LunaSAM3Loader."}),
                 "image": ("IMAGE", {"tooltip": "The canvas (any size, a batch is allowed) or a smaller copy of it."}),
-                "prompts": ("STRING", {"default": "face, hand", "multiline": True, "tooltip": "Concepts to find, separated by commas or new lines; each becomes the label of its detections."}),
-                "threshold": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": "Minimum SAM3 score (instance score × presence score) of a detection."}),
-                "max_detections": ("INT", {"default": 20, "min": 0, "max": 1000, "tooltip": "Keep at most this many detections per image, the highest scores first (0: no limit)."}),
-                "min_area": ("FLOAT", {"default": 0.0005, "min": 0.0, "max": 1.0, "step": 0.0001, "tooltip": "Drop detections whose mask covers less than this fraction of the image."}),
-                "detect_resolution": ("INT", {"default": 1008, "min": 0, "max": 8192, "step": 8, "tooltip": "The image is scaled down so its longer side is at most this before detection (0: as is). Masks are made at this size; SAM3 itself sees 1008×1008."}),
+                "prompts": ("STRING", {"default": "face, hand", "multiline": True, "tooltip": (
+                    "Concepts to find, separated by commas or new lines; each becomes the label of its detections.")}),
+                "threshold": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": (
+                    "Minimum SAM3 score (instance score × presence score) of a detection.")}),
+                "max_detections": ("INT", {"default": 20, "min": 0, "max": 1000, "tooltip": (
+                    "Keep at most this many detections per image, the highest scores first (0: no limit).")}),
+                "min_area": ("FLOAT", {"default": 0.0005, "min": 0.0, "max": 1.0, "step": 0.0001, "tooltip": (
+                    "Drop detections whose mask covers less than this fraction of the image.")}),
+                "detect_resolution": ("INT", {"default": 1008, "min": 0, "max": 8192, "step": 8, "tooltip": (
+                    "The image is scaled down so its longer side is at most this before detection (0: as is). Masks "
+                    "are made at this size; SAM3 itself sees 1008×1008.")}),
             }
         }
 
@@ -80,7 +89,8 @@ class LunaSAM3Detector:
         import nodes
 
         result = self.detect(**inputs)
-        return {"ui": nodes.PreviewImage().save_images(result[1], filename_prefix="LunaSAM3Detector")["ui"], "result": result}
+        return {"ui": nodes.PreviewImage().save_images(result[1], filename_prefix="LunaSAM3Detector")["ui"],
+                "result": result}
 
     def detect(self, sam3, image: torch.Tensor, prompts: str, threshold: float, max_detections: int, min_area: float,
                detect_resolution: int) -> tuple:

@@ -27,12 +27,15 @@ class LunaNoiseScaffold:
         return {
             "required": {
                 "width": ("INT", {"default": 4096, "min": 64, "max": 16384, "step": 8,
-                                  "tooltip": "Canvas width in pixels (the 4K canvas the detailer and refiner work on)."}),
+                                  "tooltip": ("Canvas width in pixels (the 4K canvas the detailer and refiner "
+                                              "work on).")}),
                 "height": ("INT", {"default": 4096, "min": 64, "max": 16384, "step": 8,
                                    "tooltip": "Canvas height in pixels."}),
                 "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
-                                 "tooltip": "Seed of the scaffold; the same seed gives the same noise on every device."}),
-                "latent_format": (list(LATENT_FORMATS), {"tooltip": "Latent channels and ÷factor, used when no VAE or MODEL is connected."}),
+                                 "tooltip": ("Seed of the scaffold; the same seed gives the same noise on every "
+                                             "device.")}),
+                "latent_format": (list(LATENT_FORMATS), {"tooltip": (
+                    "Latent channels and ÷factor, used when no VAE or MODEL is connected.")}),
             },
             "optional": {
                 "vae": ("VAE", {"tooltip": "Take the latent format from this VAE (overrides latent_format)."}),

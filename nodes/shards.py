@@ -10,9 +10,8 @@ class LunaShardMerge:
     DESCRIPTION = (
         "Composites the tiles or crops that every shard of a Luna Global Refiner or SAM3 Detailer run sampled "
         "(shard_count > 1, gathered by ComfyUI-Distributed's DistributedCollector) exactly as the local run blends "
-        "them: each image names its region, so arrival order does not matter, and the only loss is one 8-bit rounding "
-        "of each tile's pixels. A shard that sent nothing is never a silent gap: the merge samples its regions here, "
-        "or stops naming it."
+        "them, in any arrival order. A shard that sent nothing is never a silent gap: the merge samples its regions "
+        "here, or stops naming it."
     )
     CATEGORY = f"{CATEGORY}/Refine"
     RETURN_TYPES = ("IMAGE",)

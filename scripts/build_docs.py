@@ -16,6 +16,48 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "web" / "docs"
 
+
+def sampler_help(region: str) -> str:
+    """The long help of sampler_inputs' `sampler_name` (nodes/common.py), for a node that samples `region`s."""
+    return f"""- `sampler_name`: any of ComfyUI's samplers. Ancestral and SDE samplers take their per-step
+  noise from the canvas's noise field, so every {region} gets its own and `max_batch` changes nothing
+  (dpm_adaptive runs one {region} per call).
+"""
+
+
+def anchoring_help(region: str) -> str:
+    """The long help of anchoring_inputs and vision_strength_input (nodes/common.py)."""
+    return f"""- `anchoring`: how each {region}'s own image, encoded by `clip_vision`, anchors its refinement
+  (nothing is anchored without a CLIP-ViT). `vision_strength` scales it (ReVision: the image embedding; style
+  model and raw tokens: the appended tokens); 0 turns it off.
+  - *auto*: a connected `style_model`, else ReVision (SDXL with CLIP-ViT-bigG; SD2.1-unCLIP), else raw tokens.
+  - *revision*: the {region}'s image embedding as the pooled vector (SDXL) / unCLIP input, as unCLIPConditioning.
+  - *style model*: the style model's tokens of the {region} after the prompt (Flux Redux, SD1 T2I style), as
+    StyleModelApply.
+  - *raw tokens (experimental)*: every CLIP-ViT token projected into the text context after the prompt (the spec's
+    path; no model was trained on it, expect a diluted prompt).
+  - *off*: no anchoring.
+"""
+
+
+def color_match_help(region: str) -> str:
+    """The long help of color_match_input (nodes/common.py)."""
+    return f"""- `color_match`: with *low-frequency* each refined {region} keeps its detail but takes the input's local
+  colour and tone (its blur over 1/8 of the {region}'s side is replaced by the input's) before it is blended,
+  so no {region} can shift colour against its surroundings. *off*: the sampler's colours as they come.
+"""
+
+
+def shard_help(regions: str, extra: str = "") -> str:
+    """The long help of shard_inputs (nodes/common.py); `extra`: what else sharding asks of the node, as lines."""
+    return f"""- `shard_index`, `shard_count` (ComfyUI-Distributed): the {regions} are split into `shard_count` shares,
+  balanced by sampled area. Set `shard_count` to 1 + the number of workers and connect DistributedSeed with seed 0
+  to `shard_index` (the master gets 0, worker i gets i); with `shard_count` 1 the node samples all of them.
+  Above 1 the image output is this machine's refined {regions}, packed for DistributedCollector →
+  *Luna Shard Merge* (with the master's `shard_plan`).
+{extra}"""
+
+
 GUIDES = {
     "LunaNoiseScaffold": """
 Make **one** scaffold per canvas and connect it to every Luna stage: the 1K draft (through *Luna Scaffold Noise*),
@@ -106,7 +148,14 @@ All crops are sampled from the input canvas and batched together; where they ove
 results in proportion to their weights (measured: rounds that see earlier results refine the overlap twice,
 BENCHMARKS.md). Under the node the extension shows the crop sizes it will use on this canvas. Typical settings:
 `denoise` 0.35–0.5, `labels` empty (all) or e.g. `face`.
-""",
+
+## More on the inputs
+
+- `label_prompts`: one line per detection label, e.g. `face: detailed face, sharp eyes` and
+  `hand: a hand with five fingers`; `*: ...` is the prompt of every other label. Labels without a line keep the
+  positive prompt. The lines are encoded with the `clip` input as CLIPTextEncode does (embeddings and `(word:1.2)`
+  weights work); `label_prompt_mode` appends them to the positive prompt or replaces it.
+""" + sampler_help("crop") + anchoring_help("crop") + color_match_help("crop") + shard_help("crops"),
     "LunaGlobalRefiner": """
 Polishes the whole canvas in tiles (1024 or 1536 px) that overlap by at least `overlap`. Each tile's noise is its
 1:1 slice of the master scaffold, so overlapping tiles start from the same noise where they overlap. `tiling`:
@@ -123,10 +172,17 @@ Under the node the extension draws the tile grid for the current canvas, tile an
 tiles and 128 px overlap: 4×4 = 16 tiles of 1120 px with `tile_fit` fit, 5×5 = 25 of 1024 px with exact). Typical
 `denoise`: 0.2–0.35.
 
-With ComfyUI-Distributed, `shard_index` (DistributedSeed, seed 0) and `shard_count` (1 + workers) split the tiles
-between the machines (parallel tiling only); the image output is then this machine's tiles, for DistributedCollector
-and *Luna Shard Merge* (template `lsd_distributed`).
-""",
+## More on the inputs
+
+- `tile_fit`: *fit* (default) takes per axis the fewest tiles and resizes each to the canvas within 0.85–1.1×
+  `tile_size` (on the latent grid, rectangular if need be), so overlaps stay near `overlap` and the least area is
+  sampled: 4096² at 1024/128 gives 16 tiles of 1120², 20.1 MP, instead of 25 of 1024², 26.2 MP. *exact*: every
+  tile is `tile_size` and the overlaps grow to fill the canvas. Either way every tile samples its exact 1:1 scaffold
+  slice.
+- `tiling`: the strategies above; parallel won the fidelity table (BENCHMARKS.md).
+""" + sampler_help("tile") + anchoring_help("tile") + color_match_help("tile") + shard_help(
+        "tiles", "  Only parallel tiling can be split (fused and chess need the whole canvas at every step or phase);\n"
+        "  template `lsd_distributed`.\n"),
     "LunaShardMerge": """
 The master's end of a refiner or detailer run split over ComfyUI-Distributed's workers (`shard_count` > 1 on the Luna
 node, `shard_index` from DistributedSeed with seed 0). Connect DistributedCollector's images to `shards` and the Luna
@@ -162,7 +218,8 @@ def page(name: str, info: dict) -> str:
             tooltip = options.get("tooltip", "")
             if section == "optional":
                 tooltip = f"*(optional)* {tooltip}"
-            lines.append(f"| `{input_name}` | {kind_of(spec)} | {f'`{default}`' if default != '' else ''} | {tooltip} |")
+            shown = f"`{default}`" if default != "" else ""
+            lines.append(f"| `{input_name}` | {kind_of(spec)} | {shown} | {tooltip} |")
     lines += ["", "## Outputs", "", "| output | type | what it is |", "| --- | --- | --- |"]
     tips = info.get("output_tooltips") or [""] * len(info["output"])
     for out_name, out_type, tip in zip(info["output_name"], info["output"], tips):
