@@ -28,8 +28,8 @@ CLIP_SAMPLING = ("auto", "frames (image model)", "one clip per track (video mode
 
 def clip_strategy(mode: str, model, tracked: bool) -> Strategy:
     """How the crops are sampled: frame by frame (parallel), or each track as one clip (a video model's)."""
-    clip = {"auto": samples_clips(model), "frames (image model)": False}.get(one_of("clip_sampling", mode, CLIP_SAMPLING),
-                                                                               True)
+    clip = {"auto": samples_clips(model),
+            "frames (image model)": False}.get(one_of("clip_sampling", mode, CLIP_SAMPLING), True)
     if clip and not samples_clips(model):
         raise ValueError("clip_sampling 'one clip per track' needs a video model (5-D latents, e.g. Wan 2.1/2.2): "
                          "connect one, or set clip_sampling to frames")
