@@ -4,9 +4,11 @@ A track is the detections of one object (one `track_id`) over the frames of a cl
 square has one side for every frame, from the track's largest extent (pipeline.crops' rule on that detection), so the
 track's crops batch together; the square follows the object's centre (`follow`), smoothed by a local straight line
 (`follow (smoothed)`: a steady motion comes out exact), or stays on the union of the track's boxes (`fixed square`).
-Every crop of a track takes the noise of the track's home square (its first frame's), scaffold slice and per-step
-noise alike, so the noise travels with the object; each frame is blended with that frame's own mask, and a frame
-where the object is absent has no region. Detections without a track id are cropped frame by frame.
+Every crop of a track takes its noise (scaffold slice and per-step noise alike) from a square that moves with the
+object, not with the crop: the first frame's square, moved by the crop's own shift and back by the object's motion
+(its smoothed path), so the object sees the same noise in every frame whether its crop follows it exactly, lags by a
+grid step or stays put. Each frame is blended with that frame's own mask, and a frame where the object is absent has
+no region. Detections without a track id are cropped frame by frame.
 """
 from __future__ import annotations
 
@@ -34,6 +36,9 @@ MOTIONS = {
 FRAME_BY_FRAME = "frame by frame"
 SMOOTHING = 2
 """Frames on each side of a frame that its smoothed centre is fitted to."""
+HOLD = 0.75
+"""How far (latent cells) an object's estimated motion may stray from the noise's last whole-cell shift before the
+noise moves with it."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,14 @@ def _pixels(box: tuple[float, float, float, float], width: int, height: int) -> 
     return (x0 + x1) / 2 * width, (y0 + y1) / 2 * height, (x1 - x0) * width, (y1 - y0) * height
 
 
+def track_path(track: Sequence[Detection], width: int, height: int, settings: TrackSettings) -> list[tuple[float, float]]:
+    """The object's centre (px) in each frame of the track: smoothed by a local line unless the motion is `follow`."""
+    boxes = [_pixels(d.box, width, height) for d in track]
+    radius = 0 if settings.motion == "follow" else settings.smoothing
+    frames = [d.image_index for d in track]
+    return list(zip(smooth_path(frames, [b[0] for b in boxes], radius), smooth_path(frames, [b[1] for b in boxes], radius)))
+
+
 def track_crops(track: Sequence[Detection], width: int, height: int, settings: TrackSettings, factor: int,
                 patch: int = 1) -> list[Crop]:
     """The square of each detection of one track (in its order), all of one side."""
@@ -72,14 +85,35 @@ def track_crops(track: Sequence[Detection], width: int, height: int, settings: T
         union = (min(d.box[0] for d in track), min(d.box[1] for d in track),
                  max(d.box[2] for d in track), max(d.box[3] for d in track))
         return [plan_crop(union, width, height, crops.context, crops.sizes, factor, patch)] * len(track)
-    boxes = [_pixels(d.box, width, height) for d in track]
     largest = max(track, key=lambda d: max((d.box[2] - d.box[0]) * width, (d.box[3] - d.box[1]) * height))
     square = plan_crop(largest.box, width, height, crops.context, crops.sizes, factor, patch)
-    radius = settings.smoothing if settings.motion == "follow (smoothed)" else 0
-    frames = [d.image_index for d in track]
-    xs = smooth_path(frames, [b[0] for b in boxes], radius)
-    ys = smooth_path(frames, [b[1] for b in boxes], radius)
-    return [crop_at((x, y), (b[2], b[3]), square, width, height, factor) for x, y, b in zip(xs, ys, boxes)]
+    return [crop_at(centre, _pixels(d.box, width, height)[2:], square, width, height, factor)
+            for centre, d in zip(track_path(track, width, height, settings), track)]
+
+
+def noise_squares(crops: Sequence[Crop], path: Sequence[tuple[float, float]], width: int, height: int,
+                  factor: int) -> list[tuple[int, int, int, int]]:
+    """Where each frame's crop takes its noise so the object sees the same noise in every frame: the first frame's
+    square, moved with the crop and back by the object's own motion since the first frame (on the grid, inside the
+    canvas). A crop that follows the object exactly keeps the first square; a still object keeps the noise under it
+    wherever its crop lands."""
+    first, (x0, y0) = crops[0], path[0]
+    last_x = -(-width // factor) * factor - first.size
+    last_y = -(-height // factor) * factor - first.size
+    shift_x = shift_y = 0
+    out = []
+    for crop, (x, y) in zip(crops, path):
+        shift_x = held_step((x - x0) / factor, shift_x)
+        shift_y = held_step((y - y0) / factor, shift_y)
+        nx, ny = crop.x - shift_x * factor, crop.y - shift_y * factor
+        out.append((min(max(nx, 0), last_x), min(max(ny, 0), last_y), first.size, first.size))
+    return out
+
+
+def held_step(target: float, held: int) -> int:
+    """A whole number of latent cells following `target` (cells): kept while the target stays within HOLD of it, so
+    a detector's jitter of a few pixels does not move the noise by a whole cell; rounded to the target beyond that."""
+    return held if abs(target - held) <= HOLD else round(target)
 
 
 def track_regions(detections: Sequence[Detection], width: int, height: int, settings: TrackSettings, factor: int,
@@ -90,13 +124,13 @@ def track_regions(detections: Sequence[Detection], width: int, height: int, sett
     edge = settings.crops.edge
     for track in tracks(detections).values():
         squares = track_crops(track, width, height, settings, factor, patch)
-        home = (squares[0].x, squares[0].y, squares[0].size, squares[0].size)
-        for d, crop in zip(track, squares):
+        noise = noise_squares(squares, track_path(track, width, height, settings), width, height, factor)
+        for d, crop, noise_rect in zip(track, squares, noise):
             weight = crop_weight(d, crop, width, height, edge)
             sample = (crop.sample_size, crop.sample_size)
             regions.append(Region(d.image_index, (crop.x, crop.y, crop.size, crop.size), sample, weight, weight,
-                                  support_mask(weight, sample, factor), d.label, region_seed(seed, home),
-                                  noise_rect=home, clip=d.track_id))
+                                  support_mask(weight, sample, factor), d.label, region_seed(seed, noise[0]),
+                                  noise_rect=noise_rect, clip=d.track_id))
     untracked = [d for d in detections if d.track_id is None]
     return regions + crop_regions(untracked, width, height, settings.crops, factor, seed, patch)
 

@@ -111,3 +111,26 @@ def test_untracked_detections_are_detailed_frame_by_frame_beside_the_tracks():
     x0, y0, x1, y1 = (round(v * s) for v, s in zip(loose.box, (clip.shape[2], clip.shape[1]) * 2))
     assert not torch.equal(out[1, y0:y1, x0:x1], clip[1, y0:y1, x0:x1])
     assert torch.equal(out[0, y0:y1, x0:x1], clip[0, y0:y1, x0:x1])
+
+
+def test_a_still_object_with_wandering_boxes_keeps_its_noise_and_does_not_flicker():
+    """A detector's boxes wander by up to 6 px on a still square: the square's crop may jump a grid step, but the noise
+    stays under the object (the track's motion is held to whole latent cells), so the refined frames barely differ,
+    as little as frame by frame (whose noise is the canvas's)."""
+    from fixtures.clips import jittered_still
+
+    clip, detections = jittered_still(5)
+    masks = box_masks(detections, 5, clip.shape[2], clip.shape[1])
+    smoothed = flicker(detail(clip, detections, "follow (smoothed)"), clip, masks)
+    frame_by_frame = flicker(detail(clip, detections, "frame by frame"), clip, masks)
+    assert smoothed <= 1e-3 and frame_by_frame <= 1e-3, (smoothed, frame_by_frame)
+
+
+def test_held_steps_follow_motion_and_ignore_jitter():
+    from luna_semantic_detailer.pipeline.tracks import held_step
+
+    held, out = 0, []
+    for target in (0.4, -0.6, 0.7, 2.0, 4.0, 4.5, 3.6, 6.0):
+        held = held_step(target, held)
+        out.append(held)
+    assert out == [0, 0, 0, 2, 4, 4, 4, 6]
