@@ -287,3 +287,15 @@ def test_core_track_data_drives_the_detailer_frame_by_frame(comfy_server):
         assert np.array_equal(after[frame][outside], before[frame][outside]), f"frame {frame} changed outside its masks"
         inside = union.numpy()
         assert np.abs(after[frame][inside] - before[frame][inside]).mean() > 1e-3, f"frame {frame} not repainted"
+
+
+def test_boxes_past_the_image_edge_are_clipped_to_it():
+    """Core SAM3_Detect does not clip its boxes: an object at the edge gives a box past it (seen with core's model:
+    y -55 px); the box is cut to the image, and one wholly outside it is dropped with its mask."""
+    past = {"x": 600, "y": -55, "width": 100, "height": 120, "score": 0.4}
+    outside = {"x": 700, "y": 10, "width": 50, "height": 50, "score": 0.3}
+    masks = torch.stack([_placed({"x": 600, "y": 0, "width": 40, "height": 65}), torch.zeros(H, W)])
+    data = detect_to_detections([[past, outside]], masks, "face", (1, H, W))
+    (d,) = data.detections
+    assert d.box == pytest.approx((600 / W, 0.0, 1.0, 65 / H)) and d.score == pytest.approx(0.4)
+    assert torch.equal(d.mask.float(), masks[0])

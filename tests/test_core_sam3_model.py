@@ -180,11 +180,6 @@ def _arrays(server, history: dict) -> dict[str, np.ndarray]:
     return load_outputs(server, history)
 
 
-def _leaves_image(box: dict, tolerance: float = 0.5) -> bool:
-    return min(box["x"], box["y"]) < -tolerance or box["x"] + box["width"] > W + tolerance or \
-        box["y"] + box["height"] > H + tolerance
-
-
 def _boxes(history: dict, kind: str) -> list[list[dict]]:
     return json.loads(history["outputs"][f"boxes_{kind}"]["text"][0])
 
@@ -242,17 +237,9 @@ def test_core_sam3_video_track_tracks_an_object(tracked):
     assert (masks[0] > 0).any(axis=(1, 2)).any(), "object 0 is empty in every frame"
 
 
-OUT_OF_IMAGE = f"does not fit the {W}x{H} (width x height) image"
-
-
 def test_detect_gives_one_detection_per_box_with_its_own_mask(detected):
     """As many detections as SAM3_Detect gave boxes, in their order: each box clipped to the image (0..1), its score,
     and with individual masks the mask of its own object, else the union's part inside its box."""
-    converted = detected["converted"]
-    if OUT_OF_IMAGE in str(converted) and any(_leaves_image(box) for box in detected["individual"]["boxes"][0]):
-        pytest.xfail("known: SAM3_Detect does not clip its boxes to the image (core's sigmoid cx, cy, w, h to "
-                     "x1, y1, x2, y2, times the size), and LunaDetectionsFromCoreSAM3 refuses a box that leaves "
-                     "the image by more than 0.5 px (validation.fitted_box); reported to the lead")
     history = _converted(detected)
     boxes = detected["individual"]["boxes"][0]
     for kind in ("individual", "union"):

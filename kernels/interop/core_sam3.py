@@ -127,9 +127,10 @@ def _has_boxes(bboxes: Any) -> bool:
 
 def _boxes_with_masks(bboxes: Any, masks: torch.Tensor | None, label: str, width: int,
                       height: int) -> DetectionData:
-    """bboxes_to_detections of SAM3_Detect's boxes, less the empty ones a detector may give (width or height <= 0),
-    each with its own mask when the masks are individual (one per box), else cut from its image's union."""
-    per_image = per_image_boxes(bboxes)
+    """bboxes_to_detections of SAM3_Detect's boxes, clipped to the image (core does not clip them: an object at the
+    edge gives a box past it) and less those that are empty there, each with its own mask when the masks are
+    individual (one per box), else cut from its image's union."""
+    per_image = [[_clipped(box, width, height) for box in boxes] for boxes in per_image_boxes(bboxes)]
     keep = [not _empty(box) for boxes in per_image for box in boxes]
     mode = "auto"
     if masks is not None:
@@ -141,6 +142,17 @@ def _boxes_with_masks(bboxes: Any, masks: torch.Tensor | None, label: str, width
     per_image = [[box for box in boxes if next(kept)] for boxes in per_image]
     data = bboxes_to_detections(per_image, width, height, masks=masks, mask_mode=mode, label=label)
     return DetectionData(data.detections, data.image_size, {"source": "SAM3_Detect"})
+
+
+def _clipped(box: dict, width: int, height: int) -> dict:
+    """A box dict cut to the width x height image (malformed ones as they are, for bboxes_to_detections to name)."""
+    try:
+        x0, y0 = max(float(box["x"]), 0.0), max(float(box["y"]), 0.0)
+        x1 = min(float(box["x"]) + float(box["width"]), float(width))
+        y1 = min(float(box["y"]) + float(box["height"]), float(height))
+    except (KeyError, TypeError, ValueError):
+        return box
+    return {**box, "x": x0, "y": y0, "width": x1 - x0, "height": y1 - y0}
 
 
 def _empty(box: dict) -> bool:
