@@ -273,3 +273,21 @@ def crop_at(centre: tuple[float, float], extent: tuple[float, float], crop: Crop
     return Crop(x=_crop_origin(cx - w / 2, cx + w / 2, crop.size, canvas_width, factor),
                 y=_crop_origin(cy - h / 2, cy + h / 2, crop.size, canvas_height, factor),
                 size=crop.size, sample_size=crop.sample_size)
+
+
+def clip_windows(frames: int, window: int, overlap: int, step: int) -> list[tuple[int, int]]:
+    """Windows (start, stop) of at most `window` frames covering [0, frames): each starts on a multiple of `step` (a
+    video VAE's temporal compression) and overlaps the one before by at least `overlap` frames; one window when the
+    clip fits in one."""
+    for name, value in (("frames", frames), ("window", window), ("step", step)):
+        validation.positive_int(name, value)
+    validation.int_at_least("overlap", overlap, 0)
+    if frames <= window:
+        return [(0, frames)]
+    stride = max(step, (window - overlap) // step * step)
+    out, start = [], 0
+    while True:
+        out.append((start, min(start + window, frames)))
+        if start + window >= frames:
+            return out
+        start += stride

@@ -33,6 +33,17 @@ def max_batch_for(model: Any, latent_shape: Sequence[int], requested: int, sampl
     return max(1, min(requested, int(budget // per_sample)))
 
 
+def max_clip_frames(model: Any, clip_shape: Sequence[int]) -> int:
+    """Latent frames of a clip [1, C, T', h, w] one sampler call can take in the memory max_batch_for counts (at
+    least 2, at most T')."""
+    import comfy.model_management as mm
+
+    per_frame = model.model.memory_required([2, clip_shape[1], 1, *clip_shape[3:]])
+    weights_to_load = max(0, model.model_size() - model.loaded_size())
+    budget = mm.get_free_memory(model.load_device) - weights_to_load - mm.extra_reserved_memory()
+    return max(2, min(clip_shape[2], int(budget // per_frame)))
+
+
 def plan_batches(items: Sequence[int], key: Callable[[int], Hashable], size: Callable[[Hashable], int]) -> list[list[int]]:
     """`items` grouped by `key` (first appearance first, order kept inside a group), each group cut into even batches of at most size(key)."""
     groups: dict[Hashable, list[int]] = {}

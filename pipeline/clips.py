@@ -5,7 +5,8 @@ resized to the track's one sampled size, stacked in time, padded with the last f
 (1 + k * its temporal compression; the padding is dropped after decoding, and logged), encoded once, sampled in one
 call from the scaffold's time axis (latent frame 0 the track's home slice, every later one an independent frame of
 the scaffold under the same square) with per-step noise per latent frame, decoded, and each frame composited with its
-own weight, as the parallel strategy composites. A region without a track is a clip of one frame.
+own weight, as the parallel strategy composites. A region without a track is a clip of one frame. A clip longer than one call takes in memory is sampled in windows
+that overlap by CLIP_OVERLAP frames, each from its own latent frames of the same time axis, cross-faded.
 """
 from __future__ import annotations
 
@@ -15,9 +16,12 @@ from collections.abc import Callable, Sequence
 import torch
 
 from ..kernels.color import match_low_frequencies
+from ..kernels.compositing import axis_weights
 from ..kernels.noise import slice_noise
+from ..kernels.planning import clip_windows
 from ..kernels.resample import downscale_noise
 from . import vae as vae_calls
+from .batching import max_clip_frames
 from .canvas import canvas_noise_frame
 from .parallel import Compositor
 from .plan import RegionPlan
@@ -26,6 +30,9 @@ from .regions import Region
 from .sampling import sample
 from .step_noise import NoiseSite, RegionNoise
 from .strategy import Independent, Strategy, independent_run
+
+CLIP_OVERLAP = 8
+"""Frames two windows of a long clip share, cross-faded."""
 
 
 def clips(plan: RegionPlan, members: Sequence[int]) -> list[list[int]]:
@@ -37,49 +44,70 @@ def clips(plan: RegionPlan, members: Sequence[int]) -> list[list[int]]:
     return [sorted(group, key=lambda i: plan.regions[i].image) for group in groups.values()]
 
 
-def clip_noise(plan: RegionPlan, region: Region, frames: int) -> torch.Tensor:
-    """The start noise of a clip [1, C, T', h_s/f, w_s/f]: under the track's home square, latent frame t from frame t
-    of the scaffold's time axis (downscaled, variance-preserving, when the crop is resampled)."""
+def clip_noise(plan: RegionPlan, region: Region, frames: int, first: int = 0) -> torch.Tensor:
+    """The start noise of a clip [1, C, T', h_s/f, w_s/f]: under the region's noise square, latent frame t from frame
+    first + t of the scaffold's time axis (downscaled, variance-preserving, when the crop is resampled)."""
     f = plan.job.factor
     out = []
-    for t in range(frames):
+    for t in range(first, first + frames):
         field = canvas_noise_frame(plan.scaffold, plan.height, plan.width, t)
         piece = slice_noise(field, [region.noise_home], f)
         out.append(piece if region.one_to_one else downscale_noise(piece, region.cells(f)[1], seed=[region.own_seed + t]))
     return torch.stack(out, dim=2)
 
 
-def sample_clip(plan: RegionPlan, run: RegionRun, clip: Sequence[int]) -> list[torch.Tensor]:
-    """Refined pixels [h, w, 3] of each region of one clip (its frames in order), at its rect's size."""
-    job, regions = plan.job, [plan.regions[i] for i in clip]
-    pixels = crop(plan.canvas, regions)
-    length = vae_calls.clip_length(job.vae, len(regions))
-    if length != len(regions):
+def sample_window(plan: RegionPlan, run: RegionRun, clip: Sequence[int], pixels: torch.Tensor, first: int,
+                  counted: int) -> torch.Tensor:
+    """One sampler call on frames `pixels` [T, h_s, w_s, 3] of a clip whose first latent frame is `first` of the clip's
+    time axis; its refined frames [T, h_s, w_s, 3]. `counted`: how many of them the progress bar counts."""
+    job, first_region = plan.job, plan.regions[clip[0]]
+    frames = pixels.shape[0]
+    length = vae_calls.clip_length(job.vae, frames)
+    if length != frames:
         logging.info("[Luna] a clip of %d frames is padded with its last frame to %d, the length the VAE takes whole; "
-                     "the padding is dropped after decoding", len(regions), length)
-        pixels = torch.cat([pixels, pixels[-1:].expand(length - len(regions), -1, -1, -1)])
+                     "the padding is dropped after decoding", frames, length)
+        pixels = torch.cat([pixels, pixels[-1:].expand(length - frames, -1, -1, -1)])
     latent = vae_calls.encode_clip(job.vae, pixels)
-    first = regions[0]
-    start = clip_noise(plan, first, latent.shape[2])
+    start = clip_noise(plan, first_region, latent.shape[2], first)
     if latent.shape[1:] != start.shape[1:]:
         raise ValueError(f"The VAE's clip latent is {list(latent.shape[1:])} but the scaffold's noise is "
                          f"{list(start.shape[1:])}: make the scaffold with the same VAE (LunaNoiseScaffold's vae input).")
     f = job.factor
-    home = tuple(v // f for v in first.noise_home)
-    step_noise = RegionNoise(job.sampler.seed, [NoiseSite(home, first.cells(f)[1], first.own_seed, latent.shape[2])],
-                             latent.shape[1])
-    masks = [r.noise_mask for r in regions]
+    home = tuple(v // f for v in first_region.noise_home)
+    site = NoiseSite(home, first_region.cells(f)[1], first_region.own_seed, latent.shape[2], first)
+    masks = [plan.regions[i].noise_mask for i in clip]
     noise_mask = None if masks[0] is None else torch.stack(masks).amax(dim=0)[None, None, None].expand_as(latent[:, :1])
     positive, negative = run.conditioning(clip[:1])
     if any("control" in options for _, options in positive + negative):
         raise ValueError("a ControlNet cannot follow a track's moving crop through one clip: set clip_sampling to "
                          "frames (each frame sampled with its own ControlNet cut), or disconnect the ControlNet")
-    samples = sample(job.sampler, start.to(latent), latent, positive, negative, step_noise, noise_mask=noise_mask,
-                     callback=run.progress.callback(len(regions)))
-    refined = vae_calls.decode_clip(job.vae, samples)[:len(regions)].to(plan.canvas)
+    samples = sample(job.sampler, start.to(latent), latent, positive, negative,
+                     RegionNoise(job.sampler.seed, [site], latent.shape[1]), noise_mask=noise_mask,
+                     callback=run.progress.callback(counted))
+    run.progress.advance(job.sampler.steps, counted)
+    return vae_calls.decode_clip(job.vae, samples)[:frames].to(plan.canvas)
+
+
+def sample_clip(plan: RegionPlan, run: RegionRun, clip: Sequence[int]) -> list[torch.Tensor]:
+    """Refined pixels [h, w, 3] of each region of one clip (its frames in order), at its rect's size: one sampler call,
+    or windows of the frames one call takes in memory (batching.max_clip_frames), overlapping by CLIP_OVERLAP frames
+    and cross-faded (kernels.compositing.axis_weights) where they overlap."""
+    job, regions = plan.job, [plan.regions[i] for i in clip]
+    pixels = crop(plan.canvas, regions)
+    step = vae_calls.temporal_compression(job.vae)
+    cells = regions[0].cells(job.factor)[1]
+    channels = job.sampler.model.get_model_object("latent_format").latent_channels
+    latent_frames = 1 + -(-(len(regions) - 1) // step)
+    window = 1 + (max_clip_frames(job.sampler.model, (1, channels, latent_frames, *cells)) - 1) * step
+    spans = clip_windows(len(regions), window, CLIP_OVERLAP, step)
+    refined = torch.zeros_like(pixels)
+    counted_up_to = 0
+    for (a, b), weight in zip(spans, axis_weights([(a, b - a) for a, b in spans])):
+        part = sample_window(plan, run, clip, pixels[a:b], a // step, b - max(a, counted_up_to))
+        counted_up_to = b
+        refined[a:b] += weight.to(part)[:, None, None, None] * part
     if job.color_match:
-        refined = match_low_frequencies(refined, pixels[:len(regions)], min(refined.shape[1:3]) / COLOR_SIGMA)
-    run.progress.advance(job.sampler.steps, len(regions))
+        refined = match_low_frequencies(refined, pixels, min(refined.shape[1:3]) / COLOR_SIGMA)
     return [x if r.one_to_one else resize(x[None], (r.rect[2], r.rect[3]))[0].clamp_(0, 1)
             for r, x in zip(regions, refined)]
 

@@ -27,7 +27,8 @@ NoiseSampler = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 @dataclass(frozen=True)
 class NoiseSite:
     """Where a region's noise comes from: latent `box` (x, y, w, h) of the canvas field, sampled at `size` (h, w) cells,
-    over `frames` latent frames (a clip of a video model: frame t draws from the field's stream of its own).
+    over `frames` latent frames from `first_frame` on (a clip of a video model, or a window of one: latent frame t
+    draws from the field's stream of its own).
 
     size == the box's (h, w): the field itself (1:1); otherwise the region draws its own, from `own_seed`.
     """
@@ -36,6 +37,7 @@ class NoiseSite:
     size: tuple[int, int]
     own_seed: int = 0
     frames: int = 1
+    first_frame: int = 0
 
     @property
     def one_to_one(self) -> bool:
@@ -47,16 +49,17 @@ class RegionNoise:
     every device); the samplers below hand it over on their `x`'s device and dtype."""
 
     def __init__(self, seed: int, sites: Sequence[NoiseSite], channels: int):
-        if len({(s.size, s.frames) for s in sites}) != 1:
+        if len({(s.size, s.frames, s.first_frame) for s in sites}) != 1:
             raise ValueError(f"one batch of regions has one sampled size, got {sorted({s.size for s in sites})}")
         self.seed, self.sites, self.channels = seed, list(sites), channels
-        self.frames = self.sites[0].frames
+        self.frames, self.first_frame = self.sites[0].frames, self.sites[0].first_frame
 
     def draw(self, stream: int) -> torch.Tensor:
         """Stream `stream` of every region, stacked: [N, C, h, w], or [N, C, T, h, w] for clips."""
-        if self.frames == 1:
+        if self.frames == 1 and self.first_frame == 0:
             return self._draw(stream)
-        return torch.stack([self._draw(frame_stream(stream, t)) for t in range(self.frames)], dim=2)
+        times = range(self.first_frame, self.first_frame + self.frames)
+        return torch.stack([self._draw(frame_stream(stream, t)) for t in times], dim=2)
 
     def _draw(self, stream: int) -> torch.Tensor:
         shared = [i for i, s in enumerate(self.sites) if s.one_to_one]
@@ -108,9 +111,10 @@ class RegionNoise:
 
         def sample(sigma: torch.Tensor, sigma_next: torch.Tensor) -> torch.Tensor:
             sigma, sigma_next = sigma.cpu(), sigma_next.cpu()
-            if self.frames == 1:
+            if self.frames == 1 and self.first_frame == 0:
                 return frame(sigma, sigma_next, 0)
-            return torch.stack([frame(sigma, sigma_next, t) for t in range(self.frames)], dim=2)
+            times = range(self.first_frame, self.first_frame + self.frames)
+            return torch.stack([frame(sigma, sigma_next, t) for t in times], dim=2)
 
         return sample
 
