@@ -54,5 +54,5 @@ def refine_chess(plan: RegionPlan, keep: Keep | None = None) -> torch.Tensor:
 
 
 CHESS = Strategy(
-    "chess", "the spec's order: tiles in chess phases, each phase sampled from the canvas that holds the earlier "
-             "phases' results, blended toward every earlier neighbour", refine_chess, tile_phases=chess_phases)
+    "chess", "the spec's order: chess phases, each from the earlier phases' results", refine_chess,
+    tile_phases=chess_phases)

@@ -121,5 +121,5 @@ def sample_clips(plan: RegionPlan, members: Sequence[int], on_result: Callable[[
 
 
 INDEPENDENT = Independent(sample=sample_clips, compositor=Compositor, units=clips)
-CLIPS = Strategy("clips", "each track sampled as one clip by a video model, every frame blended with its own mask",
+CLIPS = Strategy("clips", "each track one clip of a video model, every frame blended with its own mask",
                  independent_run(INDEPENDENT), independent=INDEPENDENT, sources=("detailer",))

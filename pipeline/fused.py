@@ -180,5 +180,4 @@ def _sample_canvas(job: RefineJob, image: torch.Tensor, noise: torch.Tensor, bat
 
 
 FUSED = Strategy(
-    "fused", "one sampler run on the whole canvas latent (its noise: the scaffold); every step each tile predicts its "
-             "part with its own conditioning and the predictions are averaged with the tile weights", refine_fused)
+    "fused", "one run on the canvas latent, the tiles' predictions averaged every step", refine_fused)

@@ -43,5 +43,5 @@ def sample_regions(plan: RegionPlan, members: Sequence[int], on_result: Callable
 
 INDEPENDENT = Independent(sample=sample_regions, compositor=Compositor)
 PARALLEL = Strategy(
-    "parallel", "every tile sampled from the input canvas and its scaffold slice, then blended with the tile weights",
+    "parallel", "every tile from the input canvas, blended by the tile weights",
     independent_run(INDEPENDENT), independent=INDEPENDENT, sources=("refiner", "detailer"))
