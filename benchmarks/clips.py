@@ -1,6 +1,6 @@
 """The detailer on clips (issue 35), measured with models whose right answer is known.
 
-Run from the repository root: `.venv/bin/python benchmarks/clips.py [--out DIR] [--json FILE] [--figure PNG]
+Run from the repository root: `.venv/bin/python benchmarks/clips.py [--readme] [--json FILE] [--figure PNG]
 [--memory-frames 2,4,8]`. With the exact-score Gaussian model (translation-equivariant, local) and the block-mean VAE
 of tests/fixtures/fidelity.py, on the clips of tests/fixtures/clips.py:
 - motion: a 192 px square moving 16 px a frame over a uniform grey 1280x768 canvas, crop 512: how far each frame's
@@ -171,7 +171,6 @@ def table(rows: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=5)
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--figure", type=Path, default=None, help="write the before/after frames PNG here")
     parser.add_argument("--memory-frames", default="", help="comma-separated frame counts for the 4K memory rows")
@@ -181,7 +180,6 @@ def main() -> None:
     args = parser.parse_args()
     setup()
     sys.path.append(str(ROOT / "benchmarks"))
-    args.out.mkdir(parents=True, exist_ok=True)
     rows, data = known_answers(args.frames)
     print(table(rows))
     report = {"known_answers": rows}
