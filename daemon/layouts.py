@@ -1,4 +1,6 @@
-"""The public SAM3 checkpoint layouts: how each is recognised from its keys and mapped to transformers' Sam3Model state.
+"""The public SAM3 checkpoint layouts: how each is recognised from its keys and mapped to transformers' Sam3Model state,
+and where each keeps the video tracker and how that maps to transformers' Sam3VideoModel (`tracker_model.*`,
+`tracker_neck.*`).
 
 A layout also names the key prefixes image detection never reads (the video tracker), so readers can skip them.
 """
@@ -10,7 +12,7 @@ from typing import Callable
 
 import torch
 
-from . import meta_keys
+from . import meta_keys, meta_tracker_keys
 
 State = dict[str, torch.Tensor]
 
@@ -24,12 +26,18 @@ class Layout:
     dropped: tuple[str, ...]
     recognises: Callable[[Collection[str]], bool]
     to_transformers: Callable[[State], State]
+    tracker_read: tuple[str, ...]
+    """Key prefixes of the tracker's tensors (those read for tracking)."""
+    tracker_marker: str
+    """The prefix whose presence says the file holds the tracker."""
+    tracker_to_transformers: Callable[[State], State]
 
 
 HF_DETECTOR_PREFIX = "detector_model."
 HF_TOP_LEVEL = ("vision_encoder.", "text_encoder.", "text_projection.", "geometry_encoder.", "detr_encoder.",
                 "detr_decoder.", "mask_decoder.", "dot_product_scoring.")
 HF_DROPPED = ("tracker_model.", "tracker_neck.")
+HF_TRACKER_MARKER = "tracker_model."
 META_TOP_LEVEL = ("backbone.", "transformer.", "geometry_encoder.", "segmentation_head.", "dot_prod_scoring.")
 
 
@@ -59,6 +67,11 @@ def hf_detector_state(raw: State) -> State:
     return out
 
 
+def hf_tracker_state(raw: State) -> State:
+    """The tracker's tensors of a transformers-layout file, already in Sam3VideoModel names."""
+    return {k: v for k, v in raw.items() if k.startswith(HF_DROPPED)}
+
+
 HF = Layout(
     name="hf",
     described="the Hugging Face facebook/sam3 layout (detector_model.vision_encoder.*, detector_model.text_encoder.*, "
@@ -66,6 +79,9 @@ HF = Layout(
     dropped=HF_DROPPED,
     recognises=_is_hf,
     to_transformers=hf_detector_state,
+    tracker_read=HF_DROPPED,
+    tracker_marker=HF_TRACKER_MARKER,
+    tracker_to_transformers=hf_tracker_state,
 )
 META = Layout(
     name="meta",
@@ -74,4 +90,7 @@ META = Layout(
     dropped=("tracker.",),
     recognises=_is_meta,
     to_transformers=meta_keys.meta_detector_state,
+    tracker_read=(meta_tracker_keys.TRACKER_PREFIX, meta_tracker_keys.NECK_PREFIX),
+    tracker_marker=meta_tracker_keys.TRACKER_PREFIX,
+    tracker_to_transformers=meta_tracker_keys.meta_tracker_state,
 )

@@ -1,4 +1,5 @@
-"""SAM3 nodes: LunaSAM3Loader (a daemon handle) and LunaSAM3Detector (text prompts → LUNA_DETECTION_DATA)."""
+"""SAM3 nodes: LunaSAM3Loader (a daemon handle) and LunaSAM3Detector (text prompts → LUNA_DETECTION_DATA, per image or
+tracked over the frames of a clip)."""
 from __future__ import annotations
 
 import colorsys
@@ -12,9 +13,12 @@ from ..daemon import models_folder
 from ..daemon.host import DEVICES, PRECISIONS, daemon
 from ..daemon.inference import fit_resolution, parse_prompts, resize_images
 from ..luna_types import DETECTION_DATA, SAM3_MODEL, DetectionData
+from ..validation import one_of
 from .common import CATEGORY
 
 SAM3_CATEGORY = f"{CATEGORY}/SAM3"
+PER_FRAME, TRACK = "per frame", "track over frames"
+MODES = (PER_FRAME, TRACK)
 models_folder.register_folder()
 
 
@@ -50,9 +54,10 @@ class LunaSAM3Loader:
 
 class LunaSAM3Detector:
     DESCRIPTION = (
-        "Finds every instance of each comma-separated concept (e.g. `face, hand`) with SAM3. The image is scaled down "
-        "to detect_resolution, its features are computed once and reused for all concepts. Outputs resolution-free "
-        "detections (normalized boxes, masks, scores, labels), a preview and the union mask at the image's size."
+        "Finds every instance of each comma-separated concept (e.g. `face, hand`) with SAM3, in each image or, with "
+        "mode 'track over frames', over a clip (objects keep one track id). Features are computed once per image or "
+        "frame for all concepts. Outputs resolution-free detections (normalized boxes, masks, scores, labels), a "
+        "preview and the union mask."
     )
     CATEGORY = SAM3_CATEGORY
     RETURN_TYPES = (DETECTION_DATA, "IMAGE", "MASK")
@@ -81,7 +86,15 @@ class LunaSAM3Detector:
                 "detect_resolution": ("INT", {"default": 1008, "min": 0, "max": 8192, "step": 8, "tooltip": (
                     "The image is scaled down so its longer side is at most this before detection (0: as is). Masks "
                     "are made at this size; SAM3 itself sees 1008×1008.")}),
-            }
+            },
+            "optional": {
+                "mode": (list(MODES), {"default": PER_FRAME, "tooltip": (
+                    "per frame: each image on its own. track over frames: the batch is a clip, each object keeps one "
+                    "track id (needs the checkpoint's tracker).")}),
+                "detect_every": ("INT", {"default": 1, "min": 1, "max": 1000, "tooltip": (
+                    "Tracking: look for new objects on the first frame and every N frames (1: every frame); the "
+                    "tracker follows them in between.")}),
+            },
         }
 
     def run(self, **inputs) -> dict:
@@ -93,22 +106,30 @@ class LunaSAM3Detector:
                 "result": result}
 
     def detect(self, sam3, image: torch.Tensor, prompts: str, threshold: float, max_detections: int, min_area: float,
-               detect_resolution: int) -> tuple:
+               detect_resolution: int, mode: str = PER_FRAME, detect_every: int = 1) -> tuple:
+        """Per frame: every image detected on its own. Track over frames: the batch is one clip, tracked by SAM3's
+        video model (detection on frame 0 and every `detect_every` frames); a checkpoint without the tracker is
+        refused with the fix named."""
         import comfy.model_management
         import comfy.utils
 
+        one_of("mode", mode, MODES)
         concepts = parse_prompts(prompts)
         height, width = int(image.shape[1]), int(image.shape[2])
         w, h = fit_resolution(width, height, detect_resolution)
         copy = resize_images(image, w, h)
-        bar = comfy.utils.ProgressBar(max(1, len(concepts) * image.shape[0]))
+        steps = image.shape[0] if mode == TRACK else len(concepts) * image.shape[0]
+        bar = comfy.utils.ProgressBar(max(1, steps))
 
         def progress(done: int, total: int) -> None:
             comfy.model_management.throw_exception_if_processing_interrupted()
             bar.update_absolute(done, total)
 
-        data = sam3.detect(copy, concepts, threshold=threshold, max_detections=max_detections, min_area=min_area,
-                           progress=progress)
+        settings = dict(threshold=threshold, max_detections=max_detections, min_area=min_area, progress=progress)
+        if mode == TRACK:
+            data = sam3.track(copy, concepts, detect_every=detect_every, **settings)
+        else:
+            data = sam3.detect(copy, concepts, **settings)
         data = replace(data, meta={**data.meta, "checkpoint": sam3.name, "source_size": (width, height)})
         return data, draw_preview(copy, data), union_mask(data, image.shape[0], height, width)
 
@@ -134,7 +155,8 @@ def label_colors(labels: list[str]) -> dict[str, tuple[float, float, float]]:
 
 
 def draw_preview(images: torch.Tensor, data: DetectionData, alpha: float = 0.45) -> torch.Tensor:
-    """IMAGE [B, h, w, 3]: masks tinted per label, boxes outlined, `label score` written at each box."""
+    """IMAGE [B, h, w, 3]: masks tinted per label, boxes outlined, `label score` (`label #track score` for tracked
+    objects) written at each box."""
     from PIL import Image, ImageDraw
 
     colors = label_colors(data.labels())
@@ -158,7 +180,8 @@ def draw_preview(images: torch.Tensor, data: DetectionData, alpha: float = 0.45)
             x0, y0, x1, y1 = det.box
             box = (x0 * width, y0 * height, max(x0 * width, x1 * width - 1), max(y0 * height, y1 * height - 1))
             pen.rectangle(box, outline=color, width=line)
-            text = f"{det.label} {det.score:.2f}"
+            ident = "" if det.track_id is None else f" #{det.track_id}"
+            text = f"{det.label}{ident} {det.score:.2f}"
             left, top, right, bottom = pen.textbbox((box[0], box[1]), text)
             ty = box[1] - (bottom - top) - 2 if box[1] >= bottom - top + 2 else box[1]
             pen.rectangle((box[0], ty, box[0] + right - left + 4, ty + bottom - top + 2), fill=color)

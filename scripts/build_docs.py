@@ -93,6 +93,25 @@ are normalized, so they apply to any canvas with the same aspect ratio.
 
 After a run the node shows the **preview** (masks tinted per label, boxes, scores). Too many hits: raise
 `threshold`, lower `max_detections`, or raise `min_area`.
+
+**Video**: connect the clip's frames as one batch and set `mode` to *track over frames*. SAM3's video model (from the
+same checkpoint file: facebook/sam3's `model.safetensors` and Meta's `sam3.pt` hold the tracker) finds the concepts
+on the first frame and every `detect_every` frames, and follows each object in between: every object keeps one track
+id over the clip (ids are unique across concepts), and has a detection in each frame it is in, so the detailer crops
+it the same way frame after frame. Left on *per frame*, a batch is unrelated images, each detected on its own.
+
+## More on the inputs
+
+- `mode`: *per frame* (default) detects each image of the batch on its own, as before; *track over frames* treats
+  the batch as a clip. Tracking loads the checkpoint's tracker beside the detector (about 20 M parameters; the image
+  encoder is the detector's, loaded once); a checkpoint without it is refused with what to use instead.
+- `detect_every`: how often tracking looks for new objects: on the first frame and every N frames (1, the default
+  as in core's *Run SAM3 Video Track*, is every frame). Between those frames the tracker alone follows the objects
+  already found, from the image features computed once per frame; higher is faster, later to pick up newcomers.
+- With tracking, `threshold` is also the score a detection needs to start a new track, `max_detections` caps the
+  objects tracked in the whole clip (0: no limit), `min_area` drops an object from the frames where its mask is
+  smaller. A tracked box is its mask's extent, in every frame. SAM3 keeps objects of one concept from overlapping and
+  drops, in the first frames, tracks that duplicate an older one.
 """,
     "LunaDetectionsFromMask": """
 Manual regions without SAM3: open your image's **Load Image** node in the *MaskEditor*, paint the regions to repaint,

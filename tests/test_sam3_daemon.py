@@ -138,6 +138,33 @@ def test_eviction_waits_for_a_running_detection(handle):
     assert not handle.slot.held() and not _in_comfy(handle)
 
 
+def test_eviction_waits_for_a_running_tracking(handle):
+    clip = _image(21).expand(3, -1, -1, -1).contiguous()
+    inside, go = threading.Event(), threading.Event()
+    out: dict[str, object] = {}
+
+    def progress(done, total):
+        inside.set()
+        go.wait(30)
+
+    def track():
+        data = handle.track(clip, ["face", "hand"], threshold=0.82, progress=progress)
+        out["tracks"] = data.track_ids()
+
+    worker = threading.Thread(target=track)
+    worker.start()
+    assert inside.wait(120)
+    evictor = threading.Thread(target=mm.unload_all_models)
+    evictor.start()
+    time.sleep(0.3)
+    assert evictor.is_alive() and handle.slot.held() and handle.slot.tracker_held()
+    go.set()
+    worker.join(120)
+    evictor.join(60)
+    assert len(out["tracks"]) == 2
+    assert not handle.slot.held() and not handle.slot.tracker_held() and not _in_comfy(handle)
+
+
 def test_slots_live_as_long_as_handles(tiny):
     h = LunaSAM3Loader().load("model.safetensors", "cpu", "bf16")[0]
     key = h.key

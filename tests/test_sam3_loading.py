@@ -8,10 +8,11 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from fixtures.tiny_sam3 import (build_tiny_sam3, config_json, meta_state, shared_tiny, write_hf_checkpoint,
-                                write_meta_checkpoint)
-from luna_semantic_detailer.daemon import checkpoint_files, checkpoints, layouts, meta_keys, models_folder
-from luna_semantic_detailer.daemon.errors import Sam3CheckpointError
+from fixtures.tiny_sam3 import (HIDDEN, build_tiny_sam3, config_json, meta_state, meta_tracker_state, shared_tiny,
+                                shared_tiny_video, tracker_state, write_hf_checkpoint, write_meta_checkpoint)
+from luna_semantic_detailer.daemon import (checkpoint_files, checkpoints, layouts, meta_keys, meta_tracker_keys,
+                                          models_folder)
+from luna_semantic_detailer.daemon.errors import Sam3CheckpointError, Sam3TrackerMissing
 
 
 @pytest.fixture(scope="module")
@@ -219,7 +220,7 @@ def test_sidecar_config_beats_folder_config(tmp_path):
     path = write_meta_checkpoint(a, tmp_path / "a.pt")
     (tmp_path / "a.json").write_text(json.dumps(a.config.to_dict()))
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "sam3", "vision_config": {"fpn_hidden_size": 8}}))
-    assert checkpoints.build_config(str(path)).vision_config.fpn_hidden_size == 32
+    assert checkpoints.build_config(str(path)).vision_config.fpn_hidden_size == HIDDEN
 
 
 def test_meta_state_dict_keys_all_have_the_detector_prefix_or_tracker(tiny):
@@ -251,3 +252,97 @@ def test_tokenizer_truncates_long_prompts_at_32():
     ids, mask = tokenize([" ".join(["cat"] * 60)])
     assert ids.shape == (1, 32) and int(mask.sum()) == 32
     assert ids[0, 0].item() == 49406 and ids[0, -1].item() == 49407
+
+
+@pytest.mark.parametrize("kind", ["hf", "meta"])
+def test_both_layouts_load_the_exact_tracker(kind):
+    video, paths = shared_tiny_video()
+    tracker, neck, config = checkpoints.load_tracker(str(paths[kind]))
+    assert tracker.vision_encoder is None  # the detector's image encoder is the only one
+    want = tracker_state(video)
+    got = {**{f"tracker_model.{k}": v for k, v in tracker.state_dict().items()},
+           **{f"tracker_neck.{k}": v for k, v in neck.state_dict().items()}}
+    assert set(got) == set(want)
+    assert [k for k in want if not torch.equal(got[k], want[k])] == []
+    for name, buffer in video.tracker_model.named_buffers():
+        assert torch.equal(dict(tracker.named_buffers())[name], buffer), name
+    assert config.tracker_config.to_dict() == video.config.tracker_config.to_dict()
+    assert config.low_res_mask_size == video.config.low_res_mask_size == 32
+
+
+def test_meta_tracker_names_round_trip():
+    video, _ = shared_tiny_video()
+    meta = meta_tracker_state(video)
+    assert all(k.startswith(("tracker.", "detector.backbone.vision_backbone.sam2_convs.")) for k in meta)
+    state = meta_tracker_keys.meta_tracker_state(meta)
+    want = tracker_state(video)
+    assert set(state) == set(want) and all(torch.equal(state[k], want[k]) for k in want)
+
+
+def test_the_tracker_is_read_alone():
+    _, paths = shared_tiny_video()
+    for kind in ("hf", "meta"):
+        read = checkpoint_files.read_tensors(str(paths[kind]), keep=layouts.HF.tracker_read + layouts.META.tracker_read)
+        assert read and all(k.startswith(("tracker", "detector.backbone.vision_backbone.sam2_convs.")) for k in read)
+
+
+def test_meta_tracker_names_are_those_comfyui_loads_sam3_pt_with():
+    """ComfyUI 0.33's own SAM3 tracker loads Meta's sam3.pt by its names: at full size, the tests' writer gives exactly
+    its tensor names and shapes, and the loader maps them onto exactly transformers' full-size Sam3VideoModel tracker."""
+    try:
+        import comfy.ops
+        from comfy.ldm.sam3.sam import SAM3VisionBackbone
+        from comfy.ldm.sam3.tracker import SAM3Tracker
+    except ImportError:
+        pytest.skip("this ComfyUI has no SAM3 of its own (0.28+)")
+    from transformers import Sam3VideoConfig, Sam3VideoModel
+
+    with torch.device("meta"):
+        comfy_tracker = SAM3Tracker(operations=comfy.ops.disable_weight_init)
+        backbone = SAM3VisionBackbone(operations=comfy.ops.disable_weight_init)
+        video = Sam3VideoModel(Sam3VideoConfig())
+
+    def sam3_pt_name(key: str) -> str:  # ComfyUI renames these three on load (comfy/supported_models.py, SAM3)
+        if "sam_mask_decoder.transformer." not in key:
+            return key
+        return key.replace(".mlp.0.", ".mlp.lin1.").replace(".mlp.2.", ".mlp.lin2.").replace(".norm_final.",
+                                                                                            ".norm_final_attn.")
+
+    comfy_names = {sam3_pt_name(f"tracker.{k}"): tuple(v.shape) for k, v in comfy_tracker.state_dict().items()}
+    comfy_names.update({f"detector.backbone.vision_backbone.{k}": tuple(v.shape)
+                        for k, v in backbone.state_dict().items() if k.startswith("sam2_convs.")})
+    written = {k: tuple(v.shape) for k, v in meta_tracker_state(video).items()}
+    assert written == comfy_names
+    loaded = meta_tracker_keys.meta_tracker_state({k: torch.empty(shape, device="meta")
+                                                   for k, shape in comfy_names.items()})
+    want = {k: tuple(v.shape) for k, v in video.state_dict().items() if not k.startswith("detector_model.")}
+    assert {k: tuple(v.shape) for k, v in loaded.items()} == want
+
+
+def test_video_config_reads_the_sidecar_and_defaults_to_facebook_sam3(tmp_path):
+    video, paths = shared_tiny_video()
+    config = checkpoints.build_video_config(str(paths["hf"]))
+    assert config.tracker_config.memory_attention_num_layers == 1 and config.hotstart_delay == 15
+    model = build_tiny_sam3(seed=2)
+    path = write_meta_checkpoint(model, tmp_path / "bare.pt", with_tracker=False)
+    (tmp_path / "bare.json").write_text(json.dumps(model.config.to_dict()))
+    config = checkpoints.build_video_config(str(path))
+    assert config.detector_config.vision_config.fpn_hidden_size == HIDDEN
+    assert config.tracker_config.memory_attention_num_layers == 4 and config.low_res_mask_size == 32
+
+
+def test_a_resized_tracker_without_its_config_is_named(tmp_path):
+    model = build_tiny_sam3(seed=3)
+    path = write_hf_checkpoint(model, tmp_path / "small.safetensors")
+    (tmp_path / "config.json").write_text(json.dumps(config_json(model)))  # the detector's config only
+    with pytest.raises(Sam3CheckpointError, match=r"does not fit the SAM3 video tracker: .*small\.json"):
+        checkpoints.load_tracker(str(path))
+
+
+@pytest.mark.parametrize("kind", ["hf", "meta"])
+def test_a_checkpoint_without_tracker_says_so_before_loading_anything(tmp_path, kind):
+    model = build_tiny_sam3(seed=4)
+    path = (write_hf_checkpoint(model, tmp_path / "image.safetensors", with_tracker=False) if kind == "hf" else
+            write_meta_checkpoint(model, tmp_path / "image.pt", with_tracker=False))
+    with pytest.raises(Sam3TrackerMissing, match="holds no SAM3 video tracker.*mode to 'per frame'"):
+        checkpoints.load_tracker(str(path))
