@@ -35,10 +35,13 @@ UPSCALER = "4x-UltraSharp.pth"
 SAM3 = "model.safetensors"
 CORE_SAM3 = "sam3.safetensors"  # models/checkpoints/, loaded by core's CheckpointLoaderSimple (ComfyUI 0.28+)
 INPUT_IMAGE = "example.png"
+INPUT_VIDEO = "example.mp4"
 
 POSITIVE = "a portrait of a woman in a sunlit garden, detailed face, natural hands, sharp focus, 4k photograph"
 NEGATIVE = "blurry, lowres, deformed hands, extra fingers, jpeg artifacts"
-WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+# A dynamic combo (0.33's V3 nodes, e.g. SaveVideo's codec) is a combo widget whose options are {key, inputs}.
+DYNAMIC_COMBO = "COMFY_DYNAMICCOMBO_V3"
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO", DYNAMIC_COMBO}
 # INT inputs the frontend gives a control_after_generate widget whatever their options say.
 SEED_INPUTS = frozenset({"seed", "noise_seed"})
 MUTED = 2
@@ -404,8 +407,46 @@ def core_sam3() -> Workflow:
                     "ComfyUI 0.28 or newer and a SAM3 checkpoint in models/checkpoints.")
 
 
+def video_detailer() -> Workflow:
+    """A clip: core LoadVideo → its frames → SAM3 detection tracked over the frames → the detailer, track by track
+    (noise that travels with each object; one clip per track with a video model) → CreateVideo with the clip's fps and
+    audio → SaveVideo."""
+    nodes = models_stage() + [
+        Node("load", "LoadVideo", (400, 0), {"file": INPUT_VIDEO}, width=340),
+        Node("frames", "GetVideoComponents", (400, 420), {}, {"video": ("load", 0)}, width=340),
+        Node("size", "GetImageSize", (400, 560), {}, {"image": ("frames", 0)}, width=240),
+        Node("scaffold", "LunaNoiseScaffold", (780, 0),
+             {"seed": 123, "control_after_generate": "fixed", "latent_format": "SD1.5 / SDXL (4 ch, ÷8)"},
+             {"width": ("size", 0), "height": ("size", 1), "vae": ("ckpt", 2)},
+             title="Master scaffold (the frames' size)", width=360),
+        Node("sam3", "LunaSAM3Loader", (1180, 600), {"checkpoint": SAM3, "device": "auto", "precision": "auto"}),
+        Node("detect", "LunaSAM3Detector", (1180, 0),
+             {"prompts": "face, hand", "threshold": 0.5, "max_detections": 20, "min_area": 0.0005,
+              "detect_resolution": 1008, "mode": "track over frames", "detect_every": 4},
+             {"sam3": ("sam3", 0), "image": ("frames", 0)}, title="SAM3: track faces and hands over the frames",
+             width=380),
+        detailer((1600, 0), ("frames", 0), label_prompts=True),
+        Node("video", "CreateVideo", (2030, 0), {"fps": 24.0}, {"images": ("detail", 0), "fps": ("frames", 2),
+                                                                 "audio": ("frames", 1)}, width=340),
+        Node("save", "SaveVideo", (2030, 200), {"filename_prefix": "lsd/video", "format": "auto", "codec": "auto"},
+             {"video": ("video", 0)}, width=400),
+        Node("crops", "PreviewImage", (2030, 460), {}, {"images": ("detail", 1)}, title="Detailer crops", width=400),
+    ]
+    groups = [
+        Group("1 · Models and prompts", ["ckpt", "clipvision", "pos", "neg"], BLUE),
+        Group("2 · Your clip, its frames and their scaffold", ["load", "frames", "size", "scaffold"], PURPLE),
+        Group("3 · SAM3 tracking", ["sam3", "detect"], CYAN),
+        Group("4 · Detailer, track by track", ["detail"], RED),
+        Group("5 · Back to a video", ["video", "save", "crops"], BROWN),
+    ]
+    return Workflow("lsd_video_detailer", nodes, groups,
+                    "Load a clip, track faces and hands over its frames with SAM3, repaint each object as one track "
+                    "(one square that follows it, noise that travels with it; a video model samples it as one clip), "
+                    "save it as a video with its own fps and sound.")
+
+
 WORKFLOWS = (full_pipeline, detail_only, global_only, manual_regions, flux_pipeline, detection_tools, distributed,
-             core_sam3)
+             core_sam3, video_detailer)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -432,6 +473,8 @@ def default_value(spec):
         return options.get("default", kind[0] if kind else "")
     if kind == "COMBO":
         return options.get("default", (options.get("options") or [""])[0])
+    if kind == DYNAMIC_COMBO:
+        return options.get("default", (options.get("options") or [{"key": ""}])[0]["key"])
     return options.get("default", {"INT": 0, "FLOAT": 0.0, "STRING": "", "BOOLEAN": False}[kind])
 
 
@@ -485,7 +528,7 @@ def build(workflow: Workflow, object_info: dict) -> tuple[dict, dict]:
                     api_inputs[name] = value
                 if options.get("control_after_generate") or (kind == "INT" and name in SEED_INPUTS):
                     widgets.append(node.values.get("control_after_generate", "fixed"))
-                if options.get("image_upload"):
+                if options.get("image_upload") or options.get("video_upload"):
                     widgets.append("image")
         for i, entry in enumerate(inputs):
             if entry["link"] is not None:

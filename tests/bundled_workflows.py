@@ -14,7 +14,11 @@ MODEL_FILE_INPUTS = {"ckpt_name", "clip_name", "model_name", "checkpoint", "imag
 # Test sizes: the 4K canvas → 768, the 1.5K pass → 384, the 1K draft → 256.
 TEST_SIZES = {4096: 768, 1536: 384, 1024: 256}
 CANVAS = 768
+CLIP_FRAMES = 6
+TEST_CLIP = "lsd_test_clip.mp4"
 TEST_MODELS = "lsd_test_models"
+# The core SAM3 checkpoint a workflow loads with CheckpointLoaderSimple (lsd_core_sam3): core's own SAM3.1, tiny.
+CORE_SAM3_CHECKPOINT = "sam3.safetensors"
 # Separate loaders (a DiT workflow) → the output of LSDTestFamilyModels they stand for.
 FAMILY_LOADERS = {"UNETLoader": 0, "DualCLIPLoader": 1, "VAELoader": 2, "CLIPVisionLoader": 3, "StyleModelLoader": 4}
 
@@ -49,7 +53,7 @@ def is_link(value) -> bool:
 
 def for_tests(prompt: dict, image_name: str) -> dict:
     """The shipped API prompt with stock loaders swapped for LSDTestModels (LSDTestFamilyModels' tiny Flux where the
-    workflow loads a UNET) and sizes shrunk to run on a CPU."""
+    workflow loads a UNET; LSDTestCoreSAM3 for a core SAM3 checkpoint) and sizes shrunk to run on a CPU."""
     prompt = copy.deepcopy(prompt)
     remap: dict[tuple[str, int], list] = {}
     dit = any(node["class_type"] == "UNETLoader" for node in prompt.values())
@@ -58,6 +62,8 @@ def for_tests(prompt: dict, image_name: str) -> dict:
         if dit and kind in FAMILY_LOADERS:
             remap[(node_id, 0)] = [TEST_MODELS, FAMILY_LOADERS[kind]]
             del prompt[node_id]
+        elif kind == "CheckpointLoaderSimple" and inputs.get("ckpt_name") == CORE_SAM3_CHECKPOINT:
+            prompt[node_id] = {"class_type": "LSDTestCoreSAM3", "inputs": {"seed": 0, "variant": "SAM3.1"}}
         elif kind == "CheckpointLoaderSimple":
             remap.update({(node_id, i): [TEST_MODELS, i] for i in range(3)})
             del prompt[node_id]
@@ -71,6 +77,8 @@ def for_tests(prompt: dict, image_name: str) -> dict:
                                "inputs": {"image": inputs["image"], "upscale_method": "bicubic", "scale_by": 4.0}}
         elif kind == "LoadImage":
             inputs["image"] = image_name
+        elif kind == "LoadVideo":
+            inputs["file"] = TEST_CLIP
     prompt[TEST_MODELS] = ({"class_type": "LSDTestFamilyModels", "inputs": {"family": "flux", "seed": 0}} if dit else
                            {"class_type": "LSDTestModels", "inputs": {"seed": 0, "latent_channels": 4}})
     for node in prompt.values():
@@ -84,6 +92,24 @@ def for_tests(prompt: dict, image_name: str) -> dict:
                   "threshold": 0.0, "max_detections": 2, "min_area": 0.0}
         inputs.update({k: v for k, v in shrink.items() if k in inputs and not is_link(inputs[k])})
     return prompt
+
+
+def write_test_clip(path: Path, frames: int = CLIP_FRAMES, size: int = CANVAS) -> None:
+    """A short H.264 clip of the canvas picture with a dark disc crossing it, at 8 fps."""
+    import av
+    import numpy as np
+
+    y, x = np.mgrid[0:size, 0:size] / size
+    base = np.stack([0.5 + 0.4 * np.sin(6 * x), 0.5 + 0.4 * np.cos(5 * y), 0.5 + 0.3 * np.sin(4 * (x + y))], -1)
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("h264", rate=8)
+        stream.width, stream.height, stream.pix_fmt = size, size, "yuv420p"
+        for t in range(frames):
+            disc = ((x - 0.3 - 0.05 * t) ** 2 + (y - 0.5) ** 2) < 0.12 ** 2
+            frame = np.where(disc[..., None], 0.15, base)
+            image = av.VideoFrame.from_ndarray((frame * 255).astype(np.uint8), format="rgb24")
+            container.mux(stream.encode(image.reformat(format="yuv420p")))
+        container.mux(stream.encode(None))
 
 
 def write_canvas_image(path: Path, size: int = CANVAS) -> None:

@@ -71,7 +71,10 @@ def refine_tiles(job, image: torch.Tensor, scaffold: NoiseScaffold, tile_size: i
 
 
 def refine_regions(job, canvas: torch.Tensor, noise: torch.Tensor, regions, tiling: str = "parallel") -> torch.Tensor:
-    """Hand-made regions of `canvas` [B, H, W, 3] (on the latent grid) refined by `tiling`: the padded canvas."""
-    plan = RegionPlan(source="test", job=job, canvas=canvas, noise=noise, regions=tuple(regions), width=canvas.shape[2],
-                      height=canvas.shape[1], settings=None)
+    """Hand-made regions of `canvas` [B, H, W, 3] (on the latent grid) refined by `tiling`: the padded canvas; `noise`
+    [1, C, H/f, W/f] stands for the scaffold (of the job's seed)."""
+    height, width = canvas.shape[1:3]
+    scaffold = NoiseScaffold(noise, width, height, job.factor, job.sampler.seed)
+    plan = RegionPlan(source="test", job=job, canvas=canvas, scaffold=scaffold, noise=noise, regions=tuple(regions),
+                      width=width, height=height, settings=None)
     return strategy_named(tiling).run(plan, None)

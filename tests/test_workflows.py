@@ -12,8 +12,9 @@ import uuid
 
 import pytest
 
-from bundled_workflows import (DISTRIBUTED, MODEL_FILE_INPUTS, NAMES, WORKFLOWS, api, builder, for_tests, is_link,
-                               skip_if_the_host_lacks_its_core_nodes, ui, write_canvas_image)
+from bundled_workflows import (CLIP_FRAMES, DISTRIBUTED, MODEL_FILE_INPUTS, NAMES, TEST_CLIP, WORKFLOWS, api, builder,
+                               for_tests, is_link, skip_if_the_host_lacks_its_core_nodes, ui, write_canvas_image,
+                               write_test_clip)
 from server_log import deprecation_warnings, warnings_naming_the_pack
 
 pytestmark = pytest.mark.host
@@ -29,6 +30,7 @@ def object_info(comfy_server):
 @pytest.fixture(scope="module")
 def input_image(comfy_server):
     write_canvas_image(comfy_server.workdir / "input" / TEST_IMAGE)
+    write_test_clip(comfy_server.workdir / "input" / TEST_CLIP)
     return TEST_IMAGE
 
 
@@ -195,6 +197,16 @@ def run_followed(server, prompt: dict, timeout: float = 900.0) -> tuple[dict, li
     return server.wait(prompt_id, timeout=60), events  # /history is written just after execution_success
 
 
+def saved_video_frames(server, video: dict) -> tuple[int, int, int]:
+    """(frames, height, width) of a video the server saved, decoded."""
+    import av
+
+    query = f"/view?filename={video['filename']}&subfolder={video['subfolder']}&type={video['type']}"
+    with av.open(io.BytesIO(server.get(query))) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    return len(frames), *frames[0].shape[:2]
+
+
 def saved_size(server, image: dict) -> tuple[int, int]:
     from PIL import Image
 
@@ -225,11 +237,15 @@ def test_bundled_workflow_runs_through_the_queue(name, server_for, input_image, 
     luna = {k for k, n in prompt.items() if n["class_type"].startswith("Luna")}
     assert luna <= executed | set(entry.get("outputs", {})), f"Luna nodes not run: {luna - executed}"
     saves = [k for k, n in prompt.items() if n["class_type"] == "SaveImage"]
-    assert saves
+    videos = [k for k, n in prompt.items() if n["class_type"] == "SaveVideo"]
+    assert saves or videos
     for node_id in saves:
         images = entry["outputs"][node_id]["images"]
         assert len(images) == 1
         assert saved_size(comfy_server, images[0]) == (768, 768)
+    for node_id in videos:
+        (video,) = entry["outputs"][node_id]["images"]
+        assert saved_video_frames(comfy_server, video) == (CLIP_FRAMES, 768, 768)
     if name == "lsd_manual_regions":  # the transparent square of the test image is a painted region: one real crop
         crops = next(k for k, n in prompt.items() if n["class_type"] == "PreviewImage")
         assert saved_size(comfy_server, entry["outputs"][crops]["images"][0]) == (512, 512)
