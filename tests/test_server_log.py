@@ -30,3 +30,19 @@ def test_comfyui_warns_about_nothing_of_the_pack_when_it_loads_it_and_serves_its
     said = start_up + comfy_server.log[before:]
     assert warnings_naming_the_pack(said) == []
     assert deprecation_warnings(said) == []
+
+
+def test_the_log_reader_counts_what_comfyui_prints_as_warnings_and_nothing_else():
+    """Lines as the hosts print them (0.33 through its coloured level tags, 0.3.75 bare): 0.33's legacy-API warning
+    for a file an extension imported (captured from a 0.33 server asked for /extensions/core/<a luna file>), a
+    deprecation 0.3.75 prints without naming the caller, and the pack's import-time line, which is no warning."""
+    legacy = ("\x1b[1m\x1b[33m[WARNING]\x1b[0m [DEPRECATION WARNING] Detected import of deprecated legacy API: "
+              "/extensions/core/luna_semantic_detailer_probe.js. This is likely caused by a custom node extension "
+              "using outdated APIs.")
+    bare = "WARNING: The comfy.samplers.calc_cond_uncond_batch function is deprecated please use the calc_cond_batch one instead."
+    loaded = "\x1b[32m[INFO]\x1b[0m    0.1 seconds: /work/main/.comfyui-0.33/custom_nodes/luna_semantic_detailer"
+    own = "[Luna] SAM3 tiny loaded (cpu, torch.float32) in 0.1 s"
+    log = "\n".join((loaded, legacy, own, bare))
+    assert warnings_naming_the_pack(log) == [lines(legacy)[0]]
+    assert deprecation_warnings(log) == [lines(legacy)[0], bare]
+    assert warnings_naming_the_pack("\n".join((loaded, own))) == deprecation_warnings("\n".join((loaded, own))) == []
