@@ -75,7 +75,7 @@ class Sam3Patcher(comfy.model_patcher.ModelPatcher):
             return super().detach(unpatch_all)
         with slot.lock:
             model = super().detach(unpatch_all)
-            if unpatch_all and self in (slot.patcher, slot.tracker_patcher):
+            if unpatch_all and any(self is part for part in (slot.patcher, slot.tracker_patcher)):
                 slot.evicted(self)
         return model
 

@@ -68,8 +68,8 @@ class _Frames(Mapping):
 
 def _no_hub_kernels() -> None:
     """Keep transformers from fetching its mask NMS / hole-filling kernels from the Hub ("kernels-community/cv-utils",
-    when the `kernels` package is installed): nothing downloads at run time. Masks are then as the per-frame path has
-    them (no NMS, no hole filling)."""
+    when the `kernels` package is installed): nothing downloads at run time. Detections and masks are then as the
+    per-frame path has them (no NMS, no hole filling)."""
     from transformers.models.sam3_video import modeling_sam3_video
 
     if modeling_sam3_video.cv_utils_kernel is None:
@@ -167,6 +167,9 @@ def track(shell: "Sam3VideoModel", images: torch.Tensor, concepts: list[str], th
     frames, height, width = int(images.shape[0]), int(images.shape[1]), int(images.shape[2])
     shell.score_threshold_detection = float(threshold)
     shell.new_det_thresh = float(threshold)
+    # Without the Hub kernel transformers' detection NMS keeps every detection, after an all-pairs mask IoU of
+    # detections × detections × 288² that no one reads (26 GB at threshold 0): off, for the same result.
+    shell.det_nms_thresh = 0.0
     shell.max_num_objects = int(max_detections) if max_detections > 0 else MAX_OBJECTS_UNLIMITED
 
     session = Sam3VideoInferenceSession(video_height=height, video_width=width, inference_device=device,

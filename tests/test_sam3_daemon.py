@@ -178,22 +178,24 @@ def test_slots_live_as_long_as_handles(tiny):
 
 
 @pytest.mark.slow
-def test_full_size_sam3_runs_one_1008px_detection(tmp_path):
-    """The real SAM3 architecture (~840M parameters, random weights) through the daemon at 1008 px."""
+def test_full_size_sam3_runs_one_1008px_detection_and_tracks_two_frames(tmp_path):
+    """The real SAM3 architecture (~840M parameters, random weights) through the daemon at 1008 px, and its video
+    model (the same file's ~20M-parameter tracker beside it) over two frames."""
     import folder_paths
     from safetensors.torch import save_file
-    from transformers import Sam3Config, Sam3Model
+    from transformers import Sam3VideoConfig, Sam3VideoModel
 
     torch.manual_seed(0)
-    model = Sam3Model(Sam3Config()).eval()
-    params = sum(p.numel() for p in model.parameters())
-    assert 800e6 < params < 900e6
+    video = Sam3VideoModel(Sam3VideoConfig()).eval()
+    params = sum(p.numel() for p in video.detector_model.parameters())
+    tracker_tensors = sum(v.numel() for k, v in video.state_dict().items() if not k.startswith("detector_model."))
+    assert 800e6 < params < 900e6 and 15e6 < tracker_tensors < 25e6
     folder = tmp_path / "sam3"
     folder.mkdir()
-    save_file({f"detector_model.{k}": v.to(torch.bfloat16).contiguous() for k, v in model.state_dict().items()},
+    save_file({k: v.to(torch.bfloat16).contiguous() for k, v in video.state_dict().items()},
               str(folder / "full.safetensors"))
     folder_paths.add_model_folder_path("sam3", str(folder))
-    del model
+    del video
     gc.collect()
     h = LunaSAM3Loader().load("full.safetensors", "cpu", "fp32")[0]
     image = torch.rand(1, 1008, 1008, 3, generator=torch.Generator().manual_seed(0))
@@ -201,5 +203,11 @@ def test_full_size_sam3_runs_one_1008px_detection(tmp_path):
     assert len(data) == 5 and data.image_size == (1008, 1008)
     assert all(d.mask.shape == (1008, 1008) for d in data.detections)
     assert preview.shape == (1, 1008, 1008, 3) and mask.shape == (1, 1008, 1008)
-    assert h.slot.report()["bytes"] == params * 4
+    assert h.slot.report()["bytes"] == params * 4 and not h.slot.report()["tracker_loaded"]
+    clip = torch.nn.functional.interpolate(image.movedim(-1, 1), size=(252, 252)).movedim(1, -1).expand(2, -1, -1, -1)
+    tracked, _, _ = LunaSAM3Detector().detect(h, clip.contiguous(), "face", 0.0, 2, 0.0, 252, "track over frames", 2)
+    assert [(d.image_index, d.track_id) for d in tracked.for_image(0)] == [(0, 0), (0, 1)]
+    assert all(d.mask.shape == (252, 252) for d in tracked.detections)
+    report = h.slot.report()
+    assert report["tracker_bytes"] == tracker_tensors * 4 and report["loads"] == report["tracker_loads"] == 1
     h.slot.release()
