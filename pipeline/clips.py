@@ -3,10 +3,11 @@
 A track's regions (one per frame it is in, pipeline.tracks) are cut from their frames, each at its own square and
 resized to the track's one sampled size, stacked in time, padded with the last frame to a length the VAE takes whole
 (1 + k * its temporal compression; the padding is dropped after decoding, and logged), encoded once, sampled in one
-call from the scaffold's time axis (latent frame 0 the track's home slice, every later one an independent frame of
-the scaffold under the same square) with per-step noise per latent frame, decoded, and each frame composited with its
-own weight, as the parallel strategy composites. A region without a track is a clip of one frame. A clip longer than one call takes in memory is sampled in windows
-that overlap by CLIP_OVERLAP frames, each from its own latent frames of the same time axis, cross-faded.
+call from the scaffold's time axis under the first frame's noise square (latent frame 0 the scaffold itself, every
+later one an independent draw: pipeline.canvas.canvas_noise_frame) with per-step noise per latent frame, decoded,
+and each frame composited with its own weight, as the parallel strategy composites. A region without a track is a
+clip of one frame. A clip longer than one call takes in memory is sampled in windows that overlap by CLIP_OVERLAP
+frames, each from its own latent frames of the same time axis, cross-faded.
 """
 from __future__ import annotations
 
