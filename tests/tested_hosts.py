@@ -1,8 +1,8 @@
 """The ComfyUI releases the suite runs on, each a host built by the Makefile: the oldest supported (0.3.75 from PyPI,
 `make host`: .comfyui + .venv, the host of `make test`) and the newest to be had (0.33.0 from
 ../shared/hosts/comfyui-0.33.0.tar.gz, `make host-0.33`: .comfyui-0.33 + .venv-0.33, the host of `make test-compat`
-and of the browser tests' other two frontends). README's tested-releases line and pyproject's `requires-comfyui` name
-them (tests/test_requirements.py checks both against the hosts' own version files)."""
+and of the browser tests' other two frontends). README's tested-releases lines name them and pyproject's
+`requires-comfyui` starts at the oldest (tests/test_requirements.py checks both against the hosts' own version files)."""
 from __future__ import annotations
 
 import os
