@@ -162,3 +162,28 @@ def test_a_clip_too_long_for_memory_is_sampled_in_cross_faded_windows_close_to_o
     assert [shape[2] for shape in calls] == [3, 3]
     assert torch.isfinite(windowed).all() and (whole - clip).abs().mean() > 1e-4
     assert error(windowed, whole, clip) <= 0.08, error(windowed, whole, clip)  # measured 0.046
+
+
+def test_shards_take_whole_clips_and_the_merge_is_the_local_run():
+    """Two tracks over two shards: each shard samples one whole clip (a shard never splits a track's frames), and
+    the merge of both, the worker's through an 8-bit PNG, is the local run within 1/255."""
+    from test_shards import collected
+
+    from luna_semantic_detailer.luna_types import Detection
+    from luna_semantic_detailer.nodes.shards import LunaShardMerge
+
+    clip, detections = clip_of(5)
+    second = [Detection((0.65, 0.1, 0.8, 0.35), None, 1.0, "object", t, 7) for t in range(5)]
+    detections = detections.with_detections([*detections.detections, *second])
+    model, vae, empty = exact_video_model(), block_video_vae(), empty_conditioning()
+    options = dict(clip_sampling="one clip per track (video model)")
+    local = detail(clip, detections, model, vae, empty, empty, **options)[0]
+    shards, plan = collected(lambda i, n: detail(clip, detections, model, vae, empty, empty, shard_index=i,
+                                                 shard_count=n, **options)[::2], 2)
+    owners = {plan.regions[i].clip: set() for i in range(len(plan.regions))}
+    for i, owner in enumerate(plan.owners):
+        owners[plan.regions[i].clip].add(owner)
+    assert sorted(map(sorted, owners.values())) == [[0], [1]]
+    merged = LunaShardMerge().merge(shards, plan, "stop with an error")[0]
+    assert (local - clip).abs().max() > 20 / 255
+    assert (merged - local).abs().max() <= 1 / 255
