@@ -277,14 +277,15 @@ def crop_at(centre: tuple[float, float], extent: tuple[float, float], crop: Crop
 
 def clip_windows(frames: int, window: int, overlap: int, step: int) -> list[tuple[int, int]]:
     """Windows (start, stop) of at most `window` frames covering [0, frames): each starts on a multiple of `step` (a
-    video VAE's temporal compression) and overlaps the one before by at least `overlap` frames; one window when the
-    clip fits in one."""
+    video VAE's temporal compression) and overlaps the one before by up to `overlap` frames, never so much that a
+    frame lies in three windows (the stride is at least half a window); one window when the clip fits in one."""
     for name, value in (("frames", frames), ("window", window), ("step", step)):
         validation.positive_int(name, value)
     validation.int_at_least("overlap", overlap, 0)
     if frames <= window:
         return [(0, frames)]
-    stride = max(step, (window - overlap) // step * step)
+    half = -(-(-(-window // 2)) // step) * step
+    stride = max(half, (window - overlap) // step * step)
     out, start = [], 0
     while True:
         out.append((start, min(start + window, frames)))
