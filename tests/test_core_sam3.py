@@ -299,3 +299,21 @@ def test_boxes_past_the_image_edge_are_clipped_to_it():
     (d,) = data.detections
     assert d.box == pytest.approx((600 / W, 0.0, 1.0, 65 / H)) and d.score == pytest.approx(0.4)
     assert torch.equal(d.mask.float(), masks[0])
+
+
+def test_one_union_mask_per_image_is_not_taken_for_one_mask_per_box():
+    """SAM3_Detect's default (individual_masks off) on two images with two faces and none: two union masks and two
+    boxes, whose counts agree by chance; each box is cut from its own image's union, so the second face keeps its
+    mask instead of taking image 1's empty one."""
+    unions = torch.stack([(_placed(A) + _placed(B)).clamp(0, 1), torch.zeros(H, W)])
+    data = detect_to_detections([[A, B], []], unions, "face", (2, H, W))
+    assert [d.image_index for d in data.detections] == [0, 0]
+    for d, box in zip(data.detections, (A, B)):
+        assert torch.equal(d.mask.float(), _placed(box))
+
+
+def test_scores_given_as_a_tensor_are_read():
+    data = track_data(clip_masks(), H, W)
+    data["scores"] = torch.tensor([0.3, 0.6])
+    assert {d.track_id: d.score for d in tracks_to_detections(data).detections} == {0: pytest.approx(0.3),
+                                                                                     1: pytest.approx(0.6)}

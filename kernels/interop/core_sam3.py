@@ -68,7 +68,9 @@ def _frame_count(track_data: Mapping, packed: torch.Tensor | None) -> int:
 
 def _scores(track_data: Mapping, objects: int) -> list[float]:
     """One score per object: track_data's, 1.0 where it has none (an object given by a mask)."""
-    scores = track_data.get("scores") or []
+    scores = track_data.get("scores")
+    if scores is None:
+        scores = []
     if torch.is_tensor(scores):
         scores = scores.flatten().tolist()
     if not isinstance(scores, (list, tuple)):
@@ -113,8 +115,8 @@ def tracks_to_detections(track_data: Any, label: str = "object",
         masks = unpack_bits(packed[frame].cpu())
         boxes, present = mask_boxes(masks)
         for track in present.nonzero().flatten().tolist():
-            detections.append(Detection(tuple(boxes[track].tolist()), masks[track], scores[track], label.strip(),
-                                        frame, track))
+            detections.append(Detection(tuple(boxes[track].tolist()), masks[track].clone(), scores[track],
+                                        label.strip(), frame, track))
     return DetectionData(tuple(detections), image_size=(orig[1], orig[0]), meta=meta)
 
 
@@ -129,13 +131,15 @@ def _boxes_with_masks(bboxes: Any, masks: torch.Tensor | None, label: str, width
                       height: int) -> DetectionData:
     """bboxes_to_detections of SAM3_Detect's boxes, clipped to the image (core does not clip them: an object at the
     edge gives a box past it) and less those that are empty there, each with its own mask when the masks are
-    individual (one per box), else cut from its image's union."""
+    individual (one per box), else cut from its image's union (one mask per image: read so whenever an image has
+    other than one box, even where the counts happen to agree)."""
     per_image = [[_clipped(box, width, height) for box in boxes] for boxes in per_image_boxes(bboxes)]
     keep = [not _empty(box) for boxes in per_image for box in boxes]
     mode = "auto"
     if masks is not None:
         masks = mask_batch(masks, "masks")
-        mode = "per object" if masks.shape[0] == len(keep) else "union (cut by box)"
+        unions = masks.shape[0] == len(per_image) and any(len(boxes) != 1 for boxes in per_image)
+        mode = "per object" if masks.shape[0] == len(keep) and not unions else "union (cut by box)"
         if mode == "per object":
             masks = masks[torch.tensor(keep, dtype=torch.bool)]
     kept = iter(keep)
