@@ -94,7 +94,7 @@ def video_known_answer() -> dict:
         weight = torch.zeros(height, width)
         weight[y:y + h, x:x + w] = r.weight
         whole.append(Region(r.image, (0, 0, width, height), (width, height), weight, weight,
-                            support_mask(weight, (width, height), 8), clip=0))
+                            support_mask(weight, (width, height), 8), track=0))
     plan = RegionPlan(source="detailer", job=job_for(model, vae, 3, steps=4, denoise=0.6), canvas=clip,
                       scaffold=scaffold, noise=canvas_noise(scaffold, height, width), regions=tuple(whole), width=width,
                       height=height, settings=None)

@@ -68,8 +68,8 @@ def slice_noise(scaffold: torch.Tensor, boxes: Sequence[Box], factor: int) -> to
 
 
 def frame_seed(seed: int, frame: int) -> int:
-    """The seed of latent frame `frame` of a scaffold with a time axis: frame 0 is the scaffold's own seed, every other
-    frame an independent draw."""
+    """The seed (or noise stream) of latent frame `frame` along a time axis: frame 0 its own, so a clip of one frame is
+    an image; every other frame an independent draw."""
     return seed if frame == 0 else _mix(seed, 1 << 50, frame)
 
 

@@ -5,35 +5,40 @@ import torch
 
 from ..luna_types import DETECTION_DATA, NOISE_SCAFFOLD, SHARD_PLAN
 from ..pipeline.anchoring import resolve
-from ..pipeline.crops import CROP_SIZES, PREVIEW_SIZE, CropSettings, MaskEdge, Previews, crop_plan
-from ..pipeline.job import RefineJob
 from ..pipeline.clips import CLIPS
+from ..pipeline.crops import (CROP_SIZES, PREVIEW_SIZE, CropSettings, MaskEdge, Previews, crop_plan,
+                              first_of_each_track)
+from ..pipeline.job import RefineJob
+from ..pipeline.latent_formats import check_scaffold_format
 from ..pipeline.parallel import PARALLEL
 from ..pipeline.prompts import PROMPT_MODES, label_positives
-from ..pipeline.latent_formats import check_scaffold_format
-from ..pipeline.sampling import SamplerSettings, samples_clips
-from ..pipeline.strategy import Strategy
+from ..pipeline.sampling import SamplerSettings, is_video_model
 from ..pipeline.shards import Shard, run
+from ..pipeline.strategy import Strategy
 from ..pipeline.tracks import FRAME_BY_FRAME, MOTIONS, TrackSettings, track_plan, tracks
 from ..validation import one_of
-from .common import (CATEGORY, anchoring_inputs, color_match_input, max_batch_input, sampler_inputs, shard_inputs,
+from .common import (CATEGORY, COLOR_MATCHES, anchoring_inputs, color_match_input, max_batch_input, sampler_inputs, shard_inputs,
                      vision_strength_input)
 
 
 TRACK_CROPS = (*MOTIONS, FRAME_BY_FRAME)
 
 
-CLIP_SAMPLING = ("auto", "frames (image model)", "one clip per track (video model)")
+AUTO, FRAMES, ONE_CLIP = "auto", "frames (image model)", "one clip per track (video model)"
+CLIP_SAMPLING = (AUTO, FRAMES, ONE_CLIP)
 
 
 def clip_strategy(mode: str, model, tracked: bool) -> Strategy:
-    """How the crops are sampled: frame by frame (parallel), or each track as one clip (a video model's)."""
-    clip = {"auto": samples_clips(model),
-            "frames (image model)": False}.get(one_of("clip_sampling", mode, CLIP_SAMPLING), True)
-    if clip and not samples_clips(model):
+    """How the crops are sampled: frame by frame (parallel), or each track as one clip (a video model's; auto: when
+    the detections are tracks and the model is a video model)."""
+    one_of("clip_sampling", mode, CLIP_SAMPLING)
+    if mode == ONE_CLIP and not is_video_model(model):
         raise ValueError("clip_sampling 'one clip per track' needs a video model (5-D latents, e.g. Wan 2.1/2.2): "
                          "connect one, or set clip_sampling to frames")
-    return CLIPS if clip and tracked else PARALLEL
+    if mode == ONE_CLIP and not tracked:
+        raise ValueError("clip_sampling 'one clip per track' needs tracks: detections with track ids (the Luna Detector "
+                         "tracking over frames, or core SAM3's video track) and track_crops other than frame by frame")
+    return CLIPS if tracked and (mode == ONE_CLIP or (mode == AUTO and is_video_model(model))) else PARALLEL
 
 
 def wanted(labels: str):
@@ -53,7 +58,7 @@ class LunaSAM3Detailer:
     RETURN_NAMES = ("image", "crops", "shard_plan")
     OUTPUT_TOOLTIPS = ("The patched canvas (with shard_count > 1: this shard's refined crops, packed for "
                        "DistributedCollector).",
-                       f"What was sampled: each refined crop at {PREVIEW_SIZE}×{PREVIEW_SIZE}.",
+                       f"What was sampled: each refined crop at {PREVIEW_SIZE}×{PREVIEW_SIZE} (a track's first frame).",
                        "With shard_count > 1: the plan for Luna Shard Merge (connect the master's).")
     FUNCTION = "detail"
 
@@ -129,7 +134,7 @@ class LunaSAM3Detailer:
                         max_batch=max_batch,
                         anchor=resolve(anchoring, model, clip_vision, style_model, vision_strength),
                         label_positive=label_positives(clip, label_prompts, positive, label_prompt_mode),
-                        color_match=color_match == "low-frequency")
+                        color_match=one_of("color_match", color_match, COLOR_MATCHES) == "low-frequency")
         settings = CropSettings(CROP_SIZES[one_of("crop_size", crop_size, tuple(CROP_SIZES))], context_padding,
                                 MaskEdge(mask_dilation, mask_feather))
         tracked = one_of("track_crops", track_crops, tuple(TRACK_CROPS)) != FRAME_BY_FRAME and bool(tracks(detections))
@@ -137,7 +142,7 @@ class LunaSAM3Detailer:
             plan = track_plan(job, image, master_scaffold, detections, TrackSettings(settings, track_crops))
         else:
             plan = crop_plan(job, image, master_scaffold, detections, settings)
-        previews = Previews()
+        previews = Previews(first_of_each_track(plan.regions))
         out, split = run(plan, clip_strategy(clip_sampling, model, tracked), shard, previews.keep)
         return out, previews.batch(), split
 

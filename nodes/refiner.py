@@ -10,7 +10,8 @@ from ..pipeline.sampling import SamplerSettings
 from ..pipeline.shards import Shard, run
 from ..pipeline.strategies import offered, strategy_named
 from ..pipeline.tiles import TileSettings, tile_plan
-from .common import (CATEGORY, anchoring_inputs, color_match_input, max_batch_input, sampler_inputs, shard_inputs,
+from ..validation import one_of
+from .common import (CATEGORY, COLOR_MATCHES, anchoring_inputs, color_match_input, max_batch_input, sampler_inputs, shard_inputs,
                      vision_strength_input)
 
 DEFAULT_TILING = "parallel"
@@ -75,9 +76,10 @@ class LunaGlobalRefiner:
         job = RefineJob(sampler=sampler, vae=vae, positive=positive, negative=negative, factor=master_scaffold.factor,
                         max_batch=max_batch,
                         anchor=resolve(anchoring, model, clip_vision, style_model, vision_strength),
-                        color_match=color_match == "low-frequency")
+                        color_match=one_of("color_match", color_match, COLOR_MATCHES) == "low-frequency")
         strategy = strategy_named(tiling)
         return run(tile_plan(job, image, master_scaffold, TileSettings(tile_size, overlap, tile_fit)), strategy, shard)
+
 
 NODE_CLASS_MAPPINGS = {"LunaGlobalRefiner": LunaGlobalRefiner}
 NODE_DISPLAY_NAME_MAPPINGS = {"LunaGlobalRefiner": "Luna Global Refiner (tiled 4K polish)"}

@@ -21,27 +21,28 @@ def max_batch_for(model: Any, latent_shape: Sequence[int], requested: int, sampl
     As comfy.sampler_helpers.estimate_memory: one sample needs model.memory_required of a batch of 2 (cond and
     uncond run together), against the load device's free memory less the weights still to load and the reserve.
     """
-    import comfy.model_management as mm
-
     if requested < 1:
         raise ValueError(f"requested batch must be >= 1, got {requested}")
     if sampler_name in BATCH_COUPLED_SAMPLERS:
         return 1
     per_sample = model.model.memory_required([2, *latent_shape[1:]])
+    return max(1, min(requested, int(sampling_budget(model) // per_sample)))
+
+
+def sampling_budget(model: Any) -> float:
+    """Bytes a sampler call may take on the model's device: its free memory less the weights still to load and
+    ComfyUI's reserve."""
+    import comfy.model_management as mm
+
     weights_to_load = max(0, model.model_size() - model.loaded_size())
-    budget = mm.get_free_memory(model.load_device) - weights_to_load - mm.extra_reserved_memory()
-    return max(1, min(requested, int(budget // per_sample)))
+    return mm.get_free_memory(model.load_device) - weights_to_load - mm.extra_reserved_memory()
 
 
 def max_clip_frames(model: Any, clip_shape: Sequence[int]) -> int:
     """Latent frames of a clip [1, C, T', h, w] one sampler call can take in the memory max_batch_for counts (at
-    least 2, at most T')."""
-    import comfy.model_management as mm
-
+    least 1, at most T')."""
     per_frame = model.model.memory_required([2, clip_shape[1], 1, *clip_shape[3:]])
-    weights_to_load = max(0, model.model_size() - model.loaded_size())
-    budget = mm.get_free_memory(model.load_device) - weights_to_load - mm.extra_reserved_memory()
-    return max(2, min(clip_shape[2], int(budget // per_frame)))
+    return max(1, min(clip_shape[2], int(sampling_budget(model) // per_frame)))
 
 
 def plan_batches(items: Sequence[int], key: Callable[[int], Hashable], size: Callable[[Hashable], int]) -> list[list[int]]:

@@ -108,14 +108,28 @@ def crop_plan(job: RefineJob, image: torch.Tensor, scaffold: NoiseScaffold, dete
                       settings=settings)
 
 
-class Previews:
-    """Each refined crop at PREVIEW_SIZE, as the regions are done (`keep`), and all of them as one batch."""
+def first_of_each_track(regions: Sequence[Region]) -> set[int]:
+    """The regions a preview shows: every crop of an image, and of a track only its first frame's."""
+    seen: set[int] = set()
+    out = set()
+    for i, r in sorted(enumerate(regions), key=lambda item: item[1].image):
+        if r.track is None or r.track not in seen:
+            out.add(i)
+        if r.track is not None:
+            seen.add(r.track)
+    return out
 
-    def __init__(self):
+
+class Previews:
+    """The refined crops `shown` at PREVIEW_SIZE, as the regions are done (`keep`), and all of them as one batch."""
+
+    def __init__(self, shown: set[int]):
         self.kept: dict[int, torch.Tensor] = {}
+        self.shown = shown
 
     def keep(self, index: int, pixels: torch.Tensor) -> None:
-        self.kept[index] = resize(pixels[None], (PREVIEW_SIZE, PREVIEW_SIZE))
+        if index in self.shown:
+            self.kept[index] = resize(pixels[None], (PREVIEW_SIZE, PREVIEW_SIZE))
 
     def batch(self) -> torch.Tensor:
         return torch.cat([self.kept[i] for i in sorted(self.kept)] or [torch.zeros(1, PREVIEW_SIZE, PREVIEW_SIZE, 3)])

@@ -24,7 +24,7 @@ from . import vae as vae_calls
 from .job import RefineJob
 from .plan import RegionPlan
 from .progress import Progress
-from .region_sampling import COLOR_SIGMA, RegionRun
+from .region_sampling import COLOR_SIGMA, RegionRun, check_noise
 from .sampling import from_model, to_model
 from .step_noise import NoiseSite, RegionNoise, region_sampler
 from .strategy import Keep, Strategy
@@ -165,9 +165,7 @@ def _sample_canvas(job: RefineJob, image: torch.Tensor, noise: torch.Tensor, bat
     settings = job.sampler
     latent = vae_calls.encode_canvas(job.vae, image)
     start = noise.to(latent)
-    if start.shape != latent.shape:
-        raise ValueError(f"The VAE's latent is {list(latent.shape[1:])} but the scaffold is {list(start.shape[1:])}: "
-                         "make the scaffold with the same VAE (LunaNoiseScaffold's vae input).")
+    check_noise(latent, start)
     height, width = latent.shape[-2:]
     step_noise = RegionNoise(settings.seed, [NoiseSite((0, 0, width, height), (height, width))], latent.shape[1])
     guider = FusedGuider(settings.model, settings.cfg, batches, layers)

@@ -14,14 +14,14 @@ from .sampling import SamplerSettings, model_patch
 @dataclass(frozen=True, kw_only=True)
 class RefineJob:
     """Everything a batch of regions needs besides its pixels; `label_positive`: the positive of each label that has
-    its own prompt."""
+    its own prompt. `max_batch` is each machine's own (no result depends on it)."""
 
     sampler: SamplerSettings
     vae: Any = field(metadata=LOCAL)
     positive: Conditioning = field(metadata=LOCAL)
     negative: Conditioning = field(metadata=LOCAL)
     factor: int
-    max_batch: int
+    max_batch: int = field(metadata=LOCAL)
     anchor: Anchor | None = None
     label_positive: Mapping[str, Conditioning] = field(default_factory=dict, metadata=LOCAL)
     color_match: bool = False

@@ -100,6 +100,13 @@ def start_noise(job: RefineJob, noise: torch.Tensor, regions: Sequence[Region]) 
     return torch.cat(out)
 
 
+def check_noise(latent: torch.Tensor, noise: torch.Tensor) -> None:
+    """Refuse scaffold noise whose channels or size are not the VAE latent's, naming the fix."""
+    if latent.shape[1:] != noise.shape[1:]:
+        raise ValueError(f"The VAE's latent is {list(latent.shape[1:])} but the scaffold's noise is "
+                         f"{list(noise.shape[1:])}: make the scaffold with the same VAE (LunaNoiseScaffold's vae input).")
+
+
 def noise_sites(job: RefineJob, regions: Sequence[Region]) -> list[NoiseSite]:
     """Where each region's per-step noise comes from on the canvas's noise field."""
     f = job.factor
@@ -119,11 +126,7 @@ def refine_batch(job: RefineJob, source: torch.Tensor, noise: torch.Tensor, regi
     pixels = crop(source, regions)
     start = start_noise(job, noise, regions)
     latent = vae_calls.encode(job.vae, pixels)
-    if latent.shape[1:] != start.shape[1:]:
-        raise ValueError(
-            f"The VAE's latent is {list(latent.shape[1:])} but the scaffold's noise slice is {list(start.shape[1:])}: "
-            "make the scaffold with the same VAE (LunaNoiseScaffold's vae input)."
-        )
+    check_noise(latent, start)
     masks = [r.noise_mask for r in regions]
     noise_mask = None if masks[0] is None else torch.stack(masks)[:, None]
     step_noise = RegionNoise(job.sampler.seed, noise_sites(job, regions), latent.shape[1])
@@ -160,15 +163,17 @@ def batch_plan(job: RefineJob, regions: Sequence[Region], conds: Sequence[Region
 
 class RegionRun:
     """One node run over the regions `members` of a plan: their conditioning and anchoring features (computed once,
-    before any sampling), the run's ControlNet copies (released at the end) and its progress bar (`steps`: region-steps
-    in all, default every member's). Use as a context manager."""
+    before any sampling; features of `anchored` only, default all), the run's ControlNet copies (released at the end)
+    and its progress bar (`steps`: region-steps in all, default every member's). Use as a context manager."""
 
-    def __init__(self, plan: RegionPlan, members: Sequence[int], steps: int | None = None):
+    def __init__(self, plan: RegionPlan, members: Sequence[int], steps: int | None = None,
+                 anchored: Sequence[int] | None = None):
         self.job, self.noise, self.regions = plan.job, plan.noise, plan.regions
         members = list(members)
+        anchored = members if anchored is None else list(anchored)
         self.conds = dict(zip(members, conditioning_for(self.job, [self.regions[i] for i in members], plan.canvas)))
-        features = anchor_features(self.job, [self.regions[i] for i in members], plan.canvas)
-        self.features = None if features is None else dict(zip(members, features))
+        features = anchor_features(self.job, [self.regions[i] for i in anchored], plan.canvas)
+        self.features = None if features is None else dict(zip(anchored, features))
         self.controls = ControlCopies()
         self.progress = Progress(len(members) * self.job.sampler.steps if steps is None else steps,
                                  self.job.sampler.model)

@@ -19,8 +19,8 @@ class Region:
     noise_mask: [h_s / f, w_s / f] over the sampled latent, 1 where the sampler repaints (None: everywhere);
     tile: the region's index in its plan's tile grid (None for a crop); noise_rect: where on the canvas its noise
     comes from (the scaffold slice, the per-step noise field), when not its own rect: a track's crops in every frame
-    take the noise of the track's home square; clip: the track it belongs to, for strategies that sample a track as
-    one clip.
+    take the noise of the track's home square; track: the track id it belongs to, for strategies that sample a track
+    as one clip.
     """
 
     image: int
@@ -33,7 +33,7 @@ class Region:
     own_seed: int = 0
     tile: int | None = None
     noise_rect: Rect | None = None
-    clip: int | None = None
+    track: int | None = None
 
     @property
     def one_to_one(self) -> bool:

@@ -50,7 +50,7 @@ IMAGE_MODELS_OF_VIDEO_LATENTS = frozenset({"QwenImage", "HunyuanImage21"})
 """Image models whose latents carry a time axis of one frame (a video VAE's layout): not video models."""
 
 
-def samples_clips(model: Any) -> bool:
+def is_video_model(model: Any) -> bool:
     """Whether a ComfyUI MODEL is a video model: its latents are [B, C, T, h, w] and it is not an image model that
     only borrows that layout."""
     if model.get_model_object("latent_format").latent_dimensions != 3:

@@ -189,11 +189,22 @@ def _misfit(plan: ShardPlan, label: Label, results: Mapping[int, torch.Tensor]) 
     return None
 
 
+def whole_units(plan: ShardPlan, regions: Sequence[int]) -> list[int]:
+    """`regions` grown to the whole units their strategy samples together (a clip is sampled whole or not at all)."""
+    parts = plan.strategy.independent
+    if parts.units is None:
+        return list(regions)
+    wanted = set(regions)
+    return sorted(i for unit in parts.units(plan.plan, range(len(plan.regions))) if wanted & set(unit) for i in unit)
+
+
 def merge(plan: ShardPlan, images: torch.Tensor, missing: str) -> torch.Tensor:
     """The canvas [B, height, width, 3] of every shard's regions composited; missing regions per `missing` (MISSING)."""
     strict = one_of("missing", missing, tuple(MISSING)) == "stop with an error"
     results = received(plan, images, strict)
-    absent = [i for i in range(len(plan.regions)) if i not in results]
+    absent = whole_units(plan, [i for i in range(len(plan.regions)) if i not in results])
+    for i in absent:
+        results.pop(i, None)
     if absent:
         shards = sorted({plan.owners[i] for i in absent})
         if strict:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..kernels.noise import FIELD_BLOCK, Box, _mix, field_noise, own_noise
+from ..kernels.noise import FIELD_BLOCK, Box, _mix, field_noise, frame_seed, own_noise
 
 RENOISE_STREAM = 1 << 40
 BROWNIAN_STREAM = 1 << 41
@@ -50,7 +50,8 @@ class RegionNoise:
 
     def __init__(self, seed: int, sites: Sequence[NoiseSite], channels: int):
         if len({(s.size, s.frames, s.first_frame) for s in sites}) != 1:
-            raise ValueError(f"one batch of regions has one sampled size, got {sorted({s.size for s in sites})}")
+            raise ValueError("one batch of regions has one sampled size and one span of latent frames, got "
+                             f"{sorted({(s.size, s.frames, s.first_frame) for s in sites})}")
         self.seed, self.sites, self.channels = seed, list(sites), channels
         self.frames, self.first_frame = self.sites[0].frames, self.sites[0].first_frame
 
@@ -59,7 +60,7 @@ class RegionNoise:
         if self.frames == 1 and self.first_frame == 0:
             return self._draw(stream)
         times = range(self.first_frame, self.first_frame + self.frames)
-        return torch.stack([self._draw(frame_stream(stream, t)) for t in times], dim=2)
+        return torch.stack([self._draw(frame_seed(stream, t)) for t in times], dim=2)
 
     def _draw(self, stream: int) -> torch.Tensor:
         shared = [i for i, s in enumerate(self.sites) if s.one_to_one]
@@ -91,7 +92,7 @@ class RegionNoise:
             return trees[key]
 
         def frame(sigma: torch.Tensor, sigma_next: torch.Tensor, t: int) -> torch.Tensor:
-            stream = frame_stream(BROWNIAN_STREAM, t)
+            stream = frame_seed(BROWNIAN_STREAM, t)
             out = []
             for site in self.sites:
                 if not site.one_to_one:
@@ -117,11 +118,6 @@ class RegionNoise:
             return torch.stack([frame(sigma, sigma_next, t) for t in times], dim=2)
 
         return sample
-
-
-def frame_stream(stream: int, frame: int) -> int:
-    """The stream of latent frame `frame` of a clip: frame 0 the stream itself, so a one-frame clip is an image."""
-    return stream if frame == 0 else _mix(stream, frame)
 
 
 def _calls_brownian(function: Callable, depth: int = 3) -> bool:

@@ -77,9 +77,10 @@ def track_path(track: Sequence[Detection], width: int, height: int, settings: Tr
     return list(zip(smooth_path(frames, [b[0] for b in boxes], radius), smooth_path(frames, [b[1] for b in boxes], radius)))
 
 
-def track_crops(track: Sequence[Detection], width: int, height: int, settings: TrackSettings, factor: int,
-                patch: int = 1) -> list[Crop]:
-    """The square of each detection of one track (in its order), all of one side."""
+def track_crops(track: Sequence[Detection], path: Sequence[tuple[float, float]], width: int, height: int,
+                settings: TrackSettings, factor: int, patch: int = 1) -> list[Crop]:
+    """The square of each detection of one track (in its order), all of one side, centred on its `path`
+    (track_path)."""
     crops = settings.crops
     if settings.motion == "fixed square":
         union = (min(d.box[0] for d in track), min(d.box[1] for d in track),
@@ -88,7 +89,7 @@ def track_crops(track: Sequence[Detection], width: int, height: int, settings: T
     largest = max(track, key=lambda d: max((d.box[2] - d.box[0]) * width, (d.box[3] - d.box[1]) * height))
     square = plan_crop(largest.box, width, height, crops.context, crops.sizes, factor, patch)
     return [crop_at(centre, _pixels(d.box, width, height)[2:], square, width, height, factor)
-            for centre, d in zip(track_path(track, width, height, settings), track)]
+            for centre, d in zip(path, track)]
 
 
 def noise_squares(crops: Sequence[Crop], path: Sequence[tuple[float, float]], width: int, height: int,
@@ -123,14 +124,15 @@ def track_regions(detections: Sequence[Detection], width: int, height: int, sett
     regions = []
     edge = settings.crops.edge
     for track in tracks(detections).values():
-        squares = track_crops(track, width, height, settings, factor, patch)
-        noise = noise_squares(squares, track_path(track, width, height, settings), width, height, factor)
+        path = track_path(track, width, height, settings)
+        squares = track_crops(track, path, width, height, settings, factor, patch)
+        noise = noise_squares(squares, path, width, height, factor)
         for d, crop, noise_rect in zip(track, squares, noise):
             weight = crop_weight(d, crop, width, height, edge)
             sample = (crop.sample_size, crop.sample_size)
             regions.append(Region(d.image_index, (crop.x, crop.y, crop.size, crop.size), sample, weight, weight,
                                   support_mask(weight, sample, factor), d.label, region_seed(seed, noise[0]),
-                                  noise_rect=noise_rect, clip=d.track_id))
+                                  noise_rect=noise_rect, track=d.track_id))
     untracked = [d for d in detections if d.track_id is None]
     return regions + crop_regions(untracked, width, height, settings.crops, factor, seed, patch)
 

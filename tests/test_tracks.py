@@ -15,7 +15,7 @@ from luna_semantic_detailer.kernels.planning import Crop, crop_at, smooth_path
 from luna_semantic_detailer.luna_types import Detection, DetectionData, NoiseScaffold
 from luna_semantic_detailer.nodes.detailer import LunaSAM3Detailer
 from luna_semantic_detailer.pipeline.crops import CropSettings, MaskEdge
-from luna_semantic_detailer.pipeline.tracks import TrackSettings, track_crops, track_regions
+from luna_semantic_detailer.pipeline.tracks import TrackSettings, track_crops, track_path, track_regions
 
 EMPTY = [[torch.zeros(1, 1, 64), {}]]
 CROP = 512
@@ -54,11 +54,12 @@ def test_smoothing_is_a_local_least_squares_line():
 def test_a_track_keeps_one_square_side_that_follows_its_object_on_the_grid():
     clip, detections = moving_square(6)
     settings = TrackSettings(CropSettings((CROP,), 1.5, MaskEdge(8, 16)))
-    crops = track_crops(list(detections.detections), clip.shape[2], clip.shape[1], settings, 8)
+    track = list(detections.detections)
+    path = track_path(track, clip.shape[2], clip.shape[1], settings)
+    crops = track_crops(track, path, clip.shape[2], clip.shape[1], settings, 8)
     assert {c.size for c in crops} == {CROP}
     assert [c.x for c in crops] == [ORIGIN[0] + SIDE // 2 - CROP // 2 + STEP * t for t in range(6)]
-    fixed = track_crops(list(detections.detections), clip.shape[2], clip.shape[1],
-                        TrackSettings(settings.crops, "fixed square"), 8)
+    fixed = track_crops(track, path, clip.shape[2], clip.shape[1], TrackSettings(settings.crops, "fixed square"), 8)
     assert len(set(fixed)) == 1 and fixed[0].x <= ORIGIN[0] and fixed[0].x + fixed[0].size >= ORIGIN[0] + 5 * STEP + SIDE
     assert crop_at((5.0, 5.0), (4.0, 4.0), Crop(0, 0, 64, 64), 100, 100) == Crop(0, 0, 64, 64)
 
@@ -134,3 +135,15 @@ def test_held_steps_follow_motion_and_ignore_jitter():
         held = held_step(target, held)
         out.append(held)
     assert out == [0, 0, 0, 2, 4, 4, 4, 6]
+
+
+def test_the_filter_keeps_or_drops_whole_tracks():
+    """top_k on a clip: tracks compete by their best frame, so object A is kept in every frame and B in none, where
+    per frame the two would alternate (B scores higher in frame 1); untracked detections still compete per image."""
+    from luna_semantic_detailer.kernels.interop.filter import filter_detections
+
+    a = [Detection((0.1, 0.1, 0.3, 0.3), None, s, "face", t, 0) for t, s in enumerate((0.9, 0.5, 0.9))]
+    b = [Detection((0.5, 0.5, 0.7, 0.7), None, s, "face", t, 1) for t, s in enumerate((0.6, 0.8, 0.6))]
+    loose = [Detection((0.8, 0.1, 0.9, 0.2), None, s, "hand", 1) for s in (0.4, 0.7)]
+    kept, rejected = filter_detections([*a, *b, *loose], top_k=1, order="input order")
+    assert kept == [*a, loose[1]] and rejected == [*b, loose[0]]

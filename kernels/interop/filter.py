@@ -35,6 +35,25 @@ _SORT_KEYS = {
 }
 
 
+def _top(detections: Sequence[Any], passed: list[int], top_k: int, top_by: str) -> list[int]:
+    """The `top_k` best of `passed` per image; tracked detections (a track_id) compete as whole tracks, each by its
+    best frame, so a track is kept or dropped in every frame and never alternates with another."""
+    measure = (lambda d: d.score) if top_by == "score" else (lambda d: box_area(d.box))
+    groups: dict[tuple, list[int]] = {}
+    for i in passed:
+        track = getattr(detections[i], "track_id", None)
+        groups.setdefault(("track", track) if track is not None else ("image", detections[i].image_index, i),
+                          []).append(i)
+    per_image: dict[object, list[tuple]] = {}
+    for key, members in groups.items():
+        per_image.setdefault("tracks" if key[0] == "track" else key[1], []).append(key)
+    chosen: set[int] = set()
+    for keys in per_image.values():
+        best = sorted(keys, key=lambda k: -max(measure(detections[i]) for i in groups[k]))[:top_k]
+        chosen.update(i for k in best for i in groups[k])
+    return [i for i in passed if i in chosen]
+
+
 def filter_detections(
     detections: Sequence[Any],
     labels: str | Iterable[str] | None = "",
@@ -48,7 +67,8 @@ def filter_detections(
 
     A detection is kept when its label is one of `labels` (case-insensitive; empty keeps all), its score is in
     `score_range` and its normalized box area in `area_range` (both inclusive); then, per image, only the `top_k`
-    (0 keeps all) with the highest score or area (`top_by`; ties keep the input order). The kept ones are sorted by
+    (0 keeps all) with the highest score or area (`top_by`; ties keep the input order); tracks (detections with a
+    track id) compete as wholes, the `top_k` best tracks of the clip kept in all their frames. The kept ones are sorted by
     `order` (stable: "score desc", "area desc", "left-to-right" by box left then top, "top-to-bottom" by box top
     then left, or "input order"); the rejected ones keep the input order.
     """
@@ -70,14 +90,7 @@ def filter_detections(
         and a_min <= box_area(d.box) <= a_max
     ]
     if top_k:
-        measure = (lambda d: d.score) if top_by == "score" else (lambda d: box_area(d.box))
-        per_image: dict[int, list[int]] = {}
-        for i in passed:
-            per_image.setdefault(detections[i].image_index, []).append(i)
-        chosen = set()
-        for indices in per_image.values():
-            chosen.update(sorted(indices, key=lambda i: -measure(detections[i]))[:top_k])
-        passed = [i for i in passed if i in chosen]
+        passed = _top(detections, passed, top_k, top_by)
     kept = [detections[i] for i in passed]
     if order != "input order":
         kept.sort(key=_SORT_KEYS[order])
